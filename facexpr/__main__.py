@@ -1,0 +1,5 @@
+import sys
+
+from facexpr.cli import main
+
+sys.exit(main())

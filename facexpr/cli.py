@@ -1,0 +1,138 @@
+"""`python -m facexpr …`: predict, evaluate, train, import-fer2013, upload-dataset."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from facexpr.errors import FacexprError
+
+
+def _read_input(path: str) -> bytes:
+    """The bytes of PATH, or an ImageError in words (missing, a folder, unreadable)."""
+    from facexpr.errors import ImageError
+
+    p = Path(path)
+    if p.is_dir():
+        raise ImageError("is a directory, not an image file.")
+    try:
+        return p.read_bytes()
+    except FileNotFoundError:
+        raise ImageError("no such file.") from None
+    except OSError as exc:
+        raise ImageError(f"cannot be read ({exc.strerror or exc}).") from None
+
+
+def _model_path(args: argparse.Namespace) -> str | None:
+    from facexpr.config import load_settings
+
+    return args.model or load_settings().model
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from facexpr.model import load_classifier
+    from facexpr.predict import predict_image
+
+    classifier = load_classifier(_model_path(args))
+    any_bad = False
+    for path in args.images:
+        try:
+            prediction = predict_image(_read_input(path), classifier, args.faces)
+            result = {"path": path, **prediction.to_dict()}
+        except FacexprError as exc:
+            any_bad = True
+            result = {"path": path, "error": str(exc)}
+        if args.json:
+            print(json.dumps(result), flush=True)
+        elif "error" in result:
+            print(f"{path}: error: {result['error']}", flush=True)
+        elif not result["faces"]:
+            print(f"{path}: no face found ({result['latency_ms']['total']:.0f} ms)", flush=True)
+        else:
+            answers = ", ".join(f"{f['expression']} {f['confidence']:.0%} at {f['box']}"
+                                for f in result["faces"])
+            print(f"{path}: {answers} ({result['latency_ms']['total']:.0f} ms)", flush=True)
+    return 2 if any_bad else 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from facexpr.evaluate import evaluate_dir
+    from facexpr.model import load_classifier
+
+    result = evaluate_dir(Path(args.dir), load_classifier(_model_path(args)), args.faces)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"{result['n']} images, accuracy {result['accuracy']:.4f}, macro F1 {result['macro_f1']:.4f}, "
+              f"faces found {result['faces_found']}/{result['n']}")
+        for name, c in result["per_class"].items():
+            print(f"  {name:9s} precision {c['precision']:.3f}  recall {c['recall']:.3f}  "
+                  f"f1 {c['f1']:.3f}  support {c['support']}")
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from facexpr.config import load_settings
+    from facexpr.train import Recipe, train
+
+    recipe = Recipe()
+    if args.epochs is not None:
+        recipe.epochs = args.epochs
+    if args.seed is not None:
+        recipe.seed = args.seed
+    relabeled = args.relabeled if args.relabeled is not None else load_settings().relabeled_uri
+    card = train(args.data, args.out, relabeled_uri=relabeled or None, recipe=recipe, resume=args.resume)
+    val = card["val"]
+    print(f"\nWrote {args.out}.keras and {args.out}.json")
+    print(f"val accuracy {val['accuracy']:.4f}  macro F1 {val['macro_f1']:.4f}  (n={val['n']}, "
+          f"{card['epochs']} epochs, {card['wall_time_s']:.0f} s)")
+    for name, c in val["per_class"].items():
+        print(f"  {name:9s} precision {c['precision']:.3f}  recall {c['recall']:.3f}  "
+              f"f1 {c['f1']:.3f}  support {c['support']}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m facexpr", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("predict", help="classify photos or face crops")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument("--faces", choices=["auto", "detect", "crop"], default="auto",
+                   help="auto: images ≤ 64 px are ready crops, larger ones are searched for faces")
+    p.add_argument("--model", default=None,
+                   help="model file (default: FACEXPR_MODEL, else the newest card in models/)")
+    p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("evaluate", help="score a labelled folder DIR/<expression>/<image>")
+    p.add_argument("dir", metavar="DIR")
+    p.add_argument("--model", default=None)
+    p.add_argument("--faces", choices=["auto", "detect", "crop"], default="auto")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("train", help="train a model from an image layout (+ relabeled images)")
+    p.add_argument("--data", required=True, help="local folder or s3://bucket/prefix (with train/ and val/)")
+    p.add_argument("--relabeled", default=None,
+                   help="relabeled images to join (default: the configured store; '' for none)")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--out", default="models/facexpr", help="models/NAME: writes NAME.keras and NAME.json")
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint of this --out")
+    p.set_defaults(func=_cmd_train)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except FacexprError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+

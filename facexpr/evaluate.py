@@ -1,0 +1,80 @@
+"""Scores: accuracy, per-class precision/recall/F1, confusion (rows true, FER2013 order)."""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from facexpr.labels import EXPRESSIONS, NUM_CLASSES
+
+
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
+    """7×7 counts; row = true class, column = predicted class. A prediction of -1 (no face)
+    counts in no column, so it lowers recall without raising any class's precision."""
+    matrix = np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=np.int64)
+    for t, p in zip(np.asarray(y_true), np.asarray(y_pred), strict=True):
+        if p >= 0:
+            matrix[t, p] += 1
+    return matrix
+
+
+def report(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, Any]:
+    """The figures a model card and `evaluate` print. y_pred = -1 means "no answer" (wrong)."""
+    y_true = np.asarray(y_true, dtype=np.int64)
+    y_pred = np.asarray(y_pred, dtype=np.int64)
+    matrix = confusion_matrix(y_true, y_pred)
+    support = np.bincount(y_true, minlength=NUM_CLASSES)
+    predicted = matrix.sum(axis=0)
+    per_class = {}
+    for i, name in enumerate(EXPRESSIONS):
+        tp = int(matrix[i, i])
+        precision = tp / predicted[i] if predicted[i] else 0.0
+        recall = tp / support[i] if support[i] else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        per_class[name] = {"precision": round(precision, 4), "recall": round(recall, 4),
+                           "f1": round(f1, 4), "support": int(support[i])}
+    n = len(y_true)
+    return {
+        "n": n,
+        "accuracy": round(float((y_true == y_pred).sum() / n), 4) if n else 0.0,
+        "macro_f1": round(float(np.mean([c["f1"] for c in per_class.values()])), 4),
+        "per_class": per_class,
+        "confusion": matrix.tolist(),
+    }
+
+
+def evaluate_dir(root: Path, classifier: Any, faces: str = "auto") -> dict[str, Any]:
+    """Score every image under ROOT/<expression>/. One answer per image: its largest face;
+    an image with no face (or unreadable) counts as wrong."""
+    from facexpr.errors import DataError, FacexprError
+    from facexpr.imaging import decode_gray
+    from facexpr.labels import INDEX
+    from facexpr.predict import find_crops
+
+    if not root.is_dir():
+        raise DataError(f"{root} is not a folder.")
+    files = sorted(p for d in root.iterdir() if d.is_dir() and d.name in INDEX
+                   for p in d.iterdir() if p.is_file() and not p.name.startswith("."))
+    if not files:
+        raise DataError(f"No images under {root}/<expression>/ (expressions: {', '.join(EXPRESSIONS)}).")
+
+    def first_crop(path: Path) -> np.ndarray | None:
+        try:
+            _, _, crops = find_crops(decode_gray(path.read_bytes()), faces)
+        except (FacexprError, OSError):
+            return None
+        return crops[0] if crops else None
+
+    with ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1))) as pool:
+        crops = list(pool.map(first_crop, files))
+    y_true = np.array([INDEX[p.parent.name] for p in files])
+    found = [i for i, c in enumerate(crops) if c is not None]
+    y_pred = np.full(len(files), -1)
+    if found:
+        y_pred[found] = classifier.predict(np.stack([crops[i] for i in found])).argmax(1)
+    return {**report(y_true, y_pred), "faces_found": len(found), "faces_mode": faces,
+            "model": classifier.version}

@@ -1,0 +1,101 @@
+"""Safe decode: any image Pillow reads → an 8-bit gray numpy array, or a clear ImageError.
+
+Limits are checked from the header before any pixel is decoded, so a pixel bomb costs nothing.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import warnings
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from facexpr.errors import ImageError
+
+MAX_BYTES = 25 * 1024 * 1024
+MAX_PIXELS = 40_000_000
+MIN_SIDE = 8
+
+
+def _to_8bit(arr: np.ndarray) -> np.ndarray:
+    """Integer or float gray pixels of any range → uint8, keeping the picture's contrast."""
+    arr = np.nan_to_num(arr.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    if arr.size == 0:
+        return arr.astype(np.uint8)
+    lo, hi = float(arr.min()), float(arr.max())
+    if lo >= 0 and hi <= 1.0 and arr.dtype.kind == "f":
+        scaled = arr * 255.0  # float images conventionally hold 0..1
+    elif lo >= 0 and hi <= 255:
+        scaled = arr
+    elif lo >= 0 and hi <= 65535:
+        scaled = arr / 257.0  # 16-bit full range
+    else:
+        scaled = (arr - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(arr)
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+
+
+def _gray(im: Image.Image) -> np.ndarray:
+    mode = im.mode
+    if mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        return _to_8bit(np.asarray(im))
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in im.info):
+        # Transparent areas become white, as a viewer shows them on a light page.
+        rgba = im.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        im = Image.alpha_composite(background, rgba)
+    if im.mode not in ("L", "RGB"):
+        im = im.convert("RGB")
+    return np.asarray(im.convert("L"), dtype=np.uint8)
+
+
+def decode_gray(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Decode image bytes to a (H, W) uint8 gray array with EXIF orientation applied.
+
+    Animated images give their first frame. Raises ImageError for anything unreadable.
+    """
+    if not data:
+        raise ImageError("The file is empty.")
+    if len(data) > MAX_BYTES:
+        raise ImageError(f"The file is {len(data) / 1e6:.0f} MB; the limit is {MAX_BYTES // 2**20} MB.")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"The image is too large to open safely ({exc}).") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, TypeError, EOFError):
+        raise ImageError("This file is not an image facexpr can read "
+                         "(use JPEG, PNG, WebP, BMP, TIFF or GIF).") from None
+    with im:
+        width, height = im.size
+        if width * height > max_pixels:
+            raise ImageError(f"The image is {width}×{height} ({width * height / 1e6:.0f} MP); "
+                             f"the limit is {max_pixels / 1e6:.0f} MP.")
+        if min(width, height) < MIN_SIDE:
+            raise ImageError(f"The image is {width}×{height}; a face needs at least "
+                             f"{MIN_SIDE}×{MIN_SIDE} pixels.")
+        try:
+            im.seek(0)
+            im.load()
+            try:
+                oriented = ImageOps.exif_transpose(im)
+            except Exception:  # a broken EXIF block should not cost the picture
+                oriented = im
+            gray = _gray(oriented)
+        except Image.DecompressionBombError as exc:
+            raise ImageError(f"The image is too large to open safely ({exc}).") from None
+        except (OSError, ValueError, SyntaxError, TypeError, EOFError, IndexError, MemoryError,
+                struct.error):
+            raise ImageError("The image file is damaged or truncated and cannot be decoded.") from None
+    if gray.ndim != 2:
+        raise ImageError("The image has an unexpected shape and cannot be read as a photo.")
+    return np.ascontiguousarray(gray)
+
+
+def encode_png(gray: np.ndarray) -> bytes:
+    """8-bit gray array → PNG bytes (deterministic: same pixels, same bytes, same hash)."""
+    buf = io.BytesIO()
+    Image.fromarray(np.asarray(gray, dtype=np.uint8)).save(buf, format="PNG", optimize=False)
+    return buf.getvalue()

@@ -1,0 +1,154 @@
+"""The Keras network, its model card, and batch prediction on 48×48 face crops.
+
+The network takes raw 8-bit gray pixels (0..255) and scales them itself, so every caller
+feeds the same thing: crops straight from `faces`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from facexpr.errors import ModelError
+from facexpr.labels import EXPRESSIONS, NUM_CLASSES
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of CLI output
+
+CROP_SIZE = 48
+MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+
+
+def build_network(widths: tuple[int, ...] = (32, 64, 128, 256), dropout: float = 0.4, seed: int = 0):
+    """VGG-style net: per stage two 3×3 conv + batch norm + ReLU, then 2×2 max-pool.
+
+    Global average pooling keeps the head small, so the file stays a few MB.
+    """
+    import keras
+    from keras import layers
+
+    init = keras.initializers.HeNormal(seed=seed)
+    inputs = keras.Input((CROP_SIZE, CROP_SIZE, 1), name="pixels")
+    x = layers.Rescaling(1 / 127.5, offset=-1.0)(inputs)
+    for stage, width in enumerate(widths):
+        for conv in range(2):
+            x = layers.Conv2D(width, 3, padding="same", use_bias=False, kernel_initializer=init,
+                              name=f"s{stage}_conv{conv}")(x)
+            x = layers.BatchNormalization(name=f"s{stage}_bn{conv}")(x)
+            x = layers.ReLU(name=f"s{stage}_relu{conv}")(x)
+        x = layers.MaxPooling2D(name=f"s{stage}_pool")(x)
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    x = layers.Dropout(dropout, seed=seed, name="dropout")(x)
+    # Logits in float32 even under a mixed-precision policy: softmax in bf16 is too coarse.
+    logits = layers.Dense(NUM_CLASSES, kernel_initializer=init, dtype="float32", name="logits")(x)
+    outputs = layers.Softmax(dtype="float32", name="probabilities")(logits)
+    return keras.Model(inputs, outputs, name="facexpr_vgg")
+
+
+def card_path(model_path: Path) -> Path:
+    return model_path.with_suffix(".json")
+
+
+def newest_model(models_dir: Path = MODELS_DIR) -> Path:
+    """The model whose card is newest (by its `trained_at`), i.e. the shipped default."""
+    cards = []
+    for card_file in models_dir.glob("*.json"):
+        keras_file = card_file.with_suffix(".keras")
+        if not keras_file.exists():
+            continue
+        try:
+            trained_at = json.loads(card_file.read_text()).get("trained_at", "")
+        except (OSError, ValueError):
+            continue
+        cards.append((trained_at, keras_file.name, keras_file))
+    if not cards:
+        raise ModelError(f"No model found in {models_dir}: train one with `python -m facexpr train`.")
+    return max(cards)[2]
+
+
+def list_models(models_dir: Path = MODELS_DIR) -> list[Path]:
+    """Every servable model (a .keras file with its card), newest first."""
+    found = [p for p in models_dir.glob("*.keras") if card_path(p).exists()]
+    return sorted(found, key=lambda p: json.loads(card_path(p).read_text()).get("trained_at", ""),
+                  reverse=True)
+
+
+@dataclass
+class Classifier:
+    """A loaded model and its card; `predict` maps crops to class probabilities."""
+
+    network: Any
+    card: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+    flip_average: bool = True
+
+    def __post_init__(self) -> None:
+        import tensorflow as tf
+
+        network = self.network
+
+        # One traced graph with a fixed signature: no retracing per batch size, no Keras
+        # call overhead per request.
+        @tf.function(input_signature=[tf.TensorSpec([None, CROP_SIZE, CROP_SIZE, 1], tf.float32)],
+                     reduce_retracing=True)
+        def forward(x):
+            probs = network(x, training=False)
+            if self.flip_average:
+                probs = (probs + network(tf.reverse(x, axis=[2]), training=False)) / 2.0
+            return probs
+
+        self._forward = forward
+
+    @property
+    def version(self) -> str:
+        return str(self.card.get("name") or (self.path.stem if self.path else "unsaved"))
+
+    def predict(self, crops: np.ndarray, batch_size: int = 512) -> np.ndarray:
+        """crops: (N, 48, 48) uint8 → (N, 7) float probabilities summing to 1."""
+        crops = np.asarray(crops)
+        if crops.ndim == 2:
+            crops = crops[None]
+        if crops.ndim != 3 or crops.shape[1:] != (CROP_SIZE, CROP_SIZE):
+            raise ValueError(f"expected (N, {CROP_SIZE}, {CROP_SIZE}) crops, got {crops.shape}")
+        if len(crops) == 0:
+            return np.zeros((0, NUM_CLASSES), np.float32)
+        x = crops.astype(np.float32)[..., None]
+        out = [self._forward(x[i:i + batch_size]).numpy() for i in range(0, len(x), batch_size)]
+        return np.concatenate(out).astype(np.float32)
+
+
+def load_classifier(path: str | os.PathLike | None = None) -> Classifier:
+    """Load a `.keras` model and its JSON card; default is the newest card in models/."""
+    import keras
+
+    model_path = Path(path) if path else newest_model()
+    if not model_path.exists():
+        raise ModelError(f"Model file {model_path} does not exist (check FACEXPR_MODEL).")
+    try:
+        network = keras.models.load_model(model_path, compile=False)
+    except Exception as exc:  # Keras raises many types for a bad file; all mean the same here
+        raise ModelError(f"Could not load model {model_path}: {exc}") from exc
+    card: dict[str, Any] = {}
+    if card_path(model_path).exists():
+        card = json.loads(card_path(model_path).read_text())
+    card.setdefault("name", model_path.stem)
+    card.setdefault("classes", list(EXPRESSIONS))
+    if list(card["classes"]) != list(EXPRESSIONS):
+        raise ModelError(f"Model {model_path} predicts {card['classes']}, not the seven expressions.")
+    classifier = Classifier(network=network, card=card, path=model_path)
+    classifier.predict(np.zeros((1, CROP_SIZE, CROP_SIZE), np.uint8))  # trace now, not on the first request
+    return classifier
+
+
+def save_model(network: Any, card: dict[str, Any], out: Path) -> Path:
+    """Write OUT.keras and OUT.json side by side; returns the .keras path."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    keras_path = out.with_suffix(".keras")
+    network.save(keras_path)
+    card_path(keras_path).write_text(json.dumps(card, indent=2) + "\n")
+    return keras_path

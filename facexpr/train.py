@@ -1,0 +1,283 @@
+"""Train the network on the image layout (+ relabeled images), evaluate, write model + card.
+
+Recipe (sized for a 2-core CPU): VGG-style net with batch norm; augmentation by flip, small
+rotation, shift, zoom, contrast and random erasing; label smoothing; SGD with Nesterov
+momentum, weight decay and a warm-up + cosine learning-rate schedule; bfloat16 compute where
+the CPU has native support. Checkpoints every epoch so `--resume` continues a stopped run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from facexpr.data import Dataset, load_layout
+from facexpr.errors import DataError
+from facexpr.evaluate import report
+from facexpr.labels import EXPRESSIONS, NUM_CLASSES
+from facexpr.model import CROP_SIZE, Classifier, build_network, save_model
+
+
+@dataclass
+class Recipe:
+    epochs: int = 40
+    batch_size: int = 128
+    learning_rate: float = 0.05
+    warmup_epochs: int = 2
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    label_smoothing: float = 0.1
+    dropout: float = 0.4
+    widths: tuple[int, ...] = (32, 64, 128, 256)
+    rotation_deg: float = 10.0
+    shift: float = 0.1
+    zoom: float = 0.1
+    erase_prob: float = 0.5
+    val_fraction: float = 0.1  # only used when the data has no val/ split
+    seed: int = 1234
+    precision: str = field(default_factory=lambda: "mixed_bfloat16" if _has_native_bf16() else "float32")
+
+
+def _has_native_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def _join(uri: str, part: str) -> str:
+    return uri.rstrip("/") + "/" + part
+
+
+def load_training_data(data_uri: str, relabeled_uri: str | None, recipe: Recipe
+                       ) -> tuple[Dataset, Dataset, Dataset]:
+    """(train, val, relabeled). DATA holds train/ and val/, or is one layout split by seed."""
+    train = load_layout(_join(data_uri, "train"), required=False)
+    if len(train):
+        val = load_layout(_join(data_uri, "val"), required=False)
+    else:
+        everything = load_layout(data_uri)
+        rng = np.random.default_rng(recipe.seed)
+        order = rng.permutation(len(everything))
+        n_val = max(1, int(len(order) * recipe.val_fraction))
+        pick = lambda idx: Dataset(everything.images[idx], everything.labels[idx], data_uri)  # noqa: E731
+        train, val = pick(order[n_val:]), pick(order[:n_val])
+    if not len(val):
+        raise DataError(f"{data_uri} has train/ but no val/ images to evaluate on.")
+    relabeled = load_layout(relabeled_uri, required=False) if relabeled_uri else Dataset.concat([], "")
+    return train, val, relabeled
+
+
+def _augmenter(recipe: Recipe):
+    """A batch → batch augmentation function for tf.data (training only)."""
+    import keras
+    import tensorflow as tf
+
+    # float32 whatever the global policy: augmentation feeds pixels, not activations.
+    f32 = {"seed": recipe.seed, "dtype": "float32"}
+    geometric = keras.Sequential([
+        keras.layers.RandomFlip("horizontal", **f32),
+        keras.layers.RandomRotation(recipe.rotation_deg / 360.0, fill_mode="reflect", **f32),
+        keras.layers.RandomTranslation(recipe.shift, recipe.shift, fill_mode="reflect", **f32),
+        keras.layers.RandomZoom(recipe.zoom, fill_mode="reflect", **f32),
+        keras.layers.RandomContrast(0.2, value_range=(0, 255), **f32),
+    ])
+    size = CROP_SIZE
+
+    def random_erase(x):
+        # One rectangle per image (2–25 % of the area) filled with noise, with probability erase_prob.
+        n = tf.shape(x)[0]
+        area = tf.random.uniform([n], 0.02, 0.25) * size * size
+        aspect = tf.exp(tf.random.uniform([n], math.log(0.3), math.log(3.3)))
+        h = tf.clip_by_value(tf.sqrt(area * aspect), 1.0, size)
+        w = tf.clip_by_value(tf.sqrt(area / aspect), 1.0, size)
+        y0 = tf.random.uniform([n]) * (size - h)
+        x0 = tf.random.uniform([n]) * (size - w)
+        grid = tf.range(size, dtype=tf.float32)
+        rows = (grid[None, :] >= y0[:, None]) & (grid[None, :] < (y0 + h)[:, None])
+        cols = (grid[None, :] >= x0[:, None]) & (grid[None, :] < (x0 + w)[:, None])
+        box = rows[:, :, None] & cols[:, None, :]
+        apply = tf.random.uniform([n]) < recipe.erase_prob
+        mask = (box & apply[:, None, None])[..., None]
+        noise = tf.random.uniform(tf.shape(x), 0.0, 255.0)
+        return tf.where(mask, noise, x)
+
+    def augment(x, y):
+        x = geometric(x, training=True)
+        x = tf.clip_by_value(x, 0.0, 255.0)
+        return random_erase(x), y
+
+    return augment
+
+
+def _make_datasets(train: Dataset, val: Dataset, recipe: Recipe):
+    import tensorflow as tf
+
+    x = train.images[..., None].astype(np.float32)
+    y = np.eye(NUM_CLASSES, dtype=np.float32)[train.labels]
+    train_ds = (tf.data.Dataset.from_tensor_slices((x, y))
+                .shuffle(len(x), seed=recipe.seed, reshuffle_each_iteration=True)
+                .batch(recipe.batch_size, drop_remainder=True)
+                .map(_augmenter(recipe), num_parallel_calls=tf.data.AUTOTUNE)
+                .prefetch(tf.data.AUTOTUNE))
+    val_ds = (tf.data.Dataset.from_tensor_slices(
+        (val.images[..., None].astype(np.float32), np.eye(NUM_CLASSES, dtype=np.float32)[val.labels]))
+        .batch(512).prefetch(tf.data.AUTOTUNE))
+    return train_ds, val_ds
+
+
+def _compile(network, recipe: Recipe, steps_per_epoch: int) -> None:
+    import keras
+
+    total = steps_per_epoch * recipe.epochs
+    warmup = min(steps_per_epoch * recipe.warmup_epochs, total // 2)
+    schedule = keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=recipe.learning_rate * 0.1, decay_steps=max(1, total - warmup),
+        warmup_target=recipe.learning_rate, warmup_steps=warmup, alpha=0.0)
+    optimizer = keras.optimizers.SGD(schedule, momentum=recipe.momentum, nesterov=True,
+                                     weight_decay=recipe.weight_decay)
+    network.compile(optimizer=optimizer,
+                    loss=keras.losses.CategoricalCrossentropy(label_smoothing=recipe.label_smoothing),
+                    metrics=["accuracy"])
+
+
+def _machine() -> dict[str, Any]:
+    import tensorflow as tf
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+            "tensorflow": tf.__version__, "platform": platform.platform()}
+
+
+def train(data_uri: str, out: str | os.PathLike, relabeled_uri: str | None = None,
+          recipe: Recipe | None = None, resume: bool = False, checkpoint_dir: Path | None = None,
+          verbose: int | None = None) -> dict[str, Any]:
+    """Train, evaluate on val with flip averaging, write OUT.keras + OUT.json (+ OUT.png)."""
+    import keras
+
+    recipe = recipe or Recipe()
+    out = Path(out)
+    verbose = verbose if verbose is not None else (1 if sys.stdout.isatty() else 2)
+    keras.utils.set_random_seed(recipe.seed)
+    keras.mixed_precision.set_global_policy(recipe.precision)
+
+    train_set, val_set, relabeled = load_training_data(data_uri, relabeled_uri, recipe)
+    full_train = Dataset.concat([train_set, relabeled], data_uri)
+    if len(full_train) < recipe.batch_size:
+        recipe.batch_size = max(1, len(full_train))
+    steps = len(full_train) // recipe.batch_size
+    train_ds, val_ds = _make_datasets(full_train, val_set, recipe)
+
+    checkpoint_dir = Path(checkpoint_dir or out.parent / ".checkpoints" / out.name)
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_model, ckpt_state = checkpoint_dir / "last.keras", checkpoint_dir / "state.json"
+    history: dict[str, list[float]] = {}
+    initial_epoch, elapsed_before = 0, 0.0
+    if resume and ckpt_model.exists() and ckpt_state.exists():
+        state = json.loads(ckpt_state.read_text())
+        if state.get("recipe") != _jsonable(asdict(recipe)):
+            raise DataError(f"The checkpoint in {checkpoint_dir} used another recipe; "
+                            "resume with the same options or train without --resume.")
+        network = keras.models.load_model(ckpt_model)
+        initial_epoch, history, elapsed_before = state["epoch"], state["history"], state["wall_time_s"]
+        print(f"Resuming from epoch {initial_epoch} of {recipe.epochs}", flush=True)
+    else:
+        network = build_network(recipe.widths, recipe.dropout, recipe.seed)
+        _compile(network, recipe, steps)
+
+    started = time.perf_counter()
+
+    class Checkpoint(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            for k, v in (logs or {}).items():
+                history.setdefault(k, []).append(float(v))
+            network.save(ckpt_model)
+            ckpt_state.write_text(json.dumps({
+                "epoch": epoch + 1, "history": history, "recipe": _jsonable(asdict(recipe)),
+                "wall_time_s": elapsed_before + time.perf_counter() - started}))
+
+    if initial_epoch < recipe.epochs:
+        network.fit(train_ds, epochs=recipe.epochs, initial_epoch=initial_epoch,
+                    validation_data=val_ds, callbacks=[Checkpoint()], verbose=verbose)
+    wall = elapsed_before + time.perf_counter() - started
+
+    # Serve in float32: the saved model then runs the same on any CPU.
+    keras.mixed_precision.set_global_policy("float32")
+    served = build_network(recipe.widths, recipe.dropout, recipe.seed)
+    served.set_weights(network.get_weights())
+    val_probs = Classifier(served).predict(val_set.images)
+    val_report = report(val_set.labels, val_probs.argmax(1))
+
+    card = {
+        "name": out.name,
+        "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "classes": list(EXPRESSIONS),
+        "input": {"size": [CROP_SIZE, CROP_SIZE], "channels": 1, "pixels": "uint8 0..255, gray"},
+        "data": {
+            "train": {"source": data_uri, "counts": train_set.counts(), "skipped": train_set.skipped},
+            "val": {"source": data_uri, "counts": val_set.counts(), "skipped": val_set.skipped},
+            "relabeled": {"source": relabeled_uri, "counts": relabeled.counts(),
+                          "skipped": relabeled.skipped},
+        },
+        "recipe": _jsonable(asdict(recipe)),
+        "parameters": int(served.count_params()),
+        "seed": recipe.seed,
+        "epochs": recipe.epochs,
+        "wall_time_s": round(wall, 1),
+        "machine": _machine(),
+        "val": {**val_report, "test_time_augmentation": "horizontal flip average"},
+        "history": history,
+    }
+    keras_path = save_model(served, card, out)
+    _plot_learning_curve(history, keras_path.with_suffix(".png"))
+    return card
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value))
+
+
+def _plot_learning_curve(history: dict[str, list[float]], path: Path) -> None:
+    """Accuracy per epoch (train and val) as a small PNG beside the model."""
+    from PIL import Image, ImageDraw
+
+    train_acc, val_acc = history.get("accuracy", []), history.get("val_accuracy", [])
+    if not train_acc:
+        return
+    w, h, pad = 640, 360, 40
+    img = Image.new("RGB", (w, h), "white")
+    draw = ImageDraw.Draw(img)
+    draw.rectangle([pad, pad, w - pad, h - pad], outline="black")
+    n = max(len(train_acc), 2)
+
+    def point(i: int, acc: float) -> tuple[float, float]:
+        return pad + i * (w - 2 * pad) / (n - 1), h - pad - acc * (h - 2 * pad)
+
+    for tick in range(0, 11, 2):
+        y = h - pad - tick / 10 * (h - 2 * pad)
+        draw.line([pad - 4, y, pad, y], fill="black")
+        draw.text((4, y - 6), f"{tick / 10:.1f}", fill="black")
+    for series, colour, label in ((train_acc, "#1f77b4", "train acc"), (val_acc, "#d62728", "val acc")):
+        if len(series) > 1:
+            draw.line([point(i, a) for i, a in enumerate(series)], fill=colour, width=2)
+        draw.text((w - pad - 90, pad + 6 + 14 * (colour == "#d62728")), label, fill=colour)
+    draw.text((pad, h - pad + 8), f"epochs 1..{len(train_acc)}", fill="black")
+    img.save(path)

@@ -1,0 +1,28 @@
+"""facexpr app entry: navigation over the pages and the shared sidebar."""
+
+import streamlit as st
+
+from facexpr.errors import FacexprError
+from facexpr.ui import get_settings, served_classifier
+
+st.set_page_config(page_title="facexpr", page_icon="🙂", layout="wide")
+
+page = st.navigation([
+    st.Page("pages/classify.py", title="Classify", icon="🙂", default=True),
+    st.Page("pages/model_health.py", title="Model health", icon="📈"),
+])
+
+with st.sidebar:
+    settings = get_settings()
+    try:
+        classifier = served_classifier()
+        val = classifier.card.get("val", {})
+        st.caption(f"Model **{classifier.version}**"
+                   + (f" · val accuracy {val['accuracy']:.1%}" if "accuracy" in val else ""))
+    except FacexprError as exc:
+        st.error(str(exc))
+    st.caption("Images: " + (f"S3 bucket `{settings.s3_bucket}`" if settings.s3_bucket
+                             else f"local folder `{settings.data_dir / 'relabeled'}`"))
+    st.caption("History: " + ("MongoDB" if settings.mongodb_uri else "embedded database"))
+
+page.run()

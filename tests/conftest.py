@@ -1,0 +1,90 @@
+"""Shared fixtures: isolated settings, a tiny untrained model, images made on the fly.
+
+Tests never read ../shared or the network; the one photo they carry is public domain
+(tests/fixtures/astronaut.jpg: NASA portrait of Eileen Collins, via scikit-image's data).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+SETTING_KEYS = ("FACEXPR_MODEL", "FACEXPR_DATA_DIR", "FACEXPR_S3_BUCKET", "FACEXPR_S3_PREFIX",
+                "FACEXPR_MONGODB_URI", "FACEXPR_MONGODB_DB", "AWS_ENDPOINT_URL")
+
+
+@pytest.fixture(autouse=True)
+def isolated_settings(tmp_path, monkeypatch):
+    """Every test starts on embedded defaults with its own empty data folder."""
+    for key in SETTING_KEYS:
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("FACEXPR_DATA_DIR", str(tmp_path / "data"))
+    return tmp_path / "data"
+
+
+def image_bytes(array: np.ndarray, fmt: str = "PNG", **save_args) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format=fmt, **save_args)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="session")
+def astronaut_bytes() -> bytes:
+    """A 512×512 colour JPEG with one smiling frontal face."""
+    return (FIXTURES / "astronaut.jpg").read_bytes()
+
+
+@pytest.fixture(scope="session")
+def two_faces_bytes() -> bytes:
+    photo = np.asarray(Image.open(FIXTURES / "astronaut.jpg").convert("L"))
+    return image_bytes(np.concatenate([photo, photo[:, ::-1]], axis=1))
+
+
+@pytest.fixture(scope="session")
+def blank_photo_bytes() -> bytes:
+    """A 300×200 smooth gradient: a valid photo with no face in it."""
+    gradient = np.tile(np.linspace(40, 220, 300, dtype=np.uint8), (200, 1))
+    return image_bytes(gradient)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path(tmp_path_factory) -> Path:
+    """An untrained two-stage network with a model card: loads in a second, answers anything."""
+    from facexpr.labels import EXPRESSIONS
+    from facexpr.model import build_network, save_model
+
+    out = tmp_path_factory.mktemp("models") / "tiny-test"
+    card = {"name": "tiny-test", "trained_at": "2026-01-01T00:00:00+00:00", "classes": list(EXPRESSIONS),
+            "val": {"accuracy": 0.5, "per_class": {}, "confusion": [[0] * 7] * 7}}
+    return save_model(build_network(widths=(4, 8)), card, out)
+
+
+@pytest.fixture(scope="session")
+def tiny_classifier(tiny_model_path):
+    from facexpr.model import load_classifier
+
+    return load_classifier(tiny_model_path)
+
+
+@pytest.fixture
+def use_tiny_model(monkeypatch, tiny_model_path) -> Path:
+    monkeypatch.setenv("FACEXPR_MODEL", str(tiny_model_path))
+    return tiny_model_path
+
+
+def shipped_card() -> dict | None:
+    """The card of the model the app serves by default, if one is committed."""
+    from facexpr.errors import ModelError
+    from facexpr.model import newest_model
+
+    try:
+        return json.loads(newest_model().with_suffix(".json").read_text())
+    except ModelError:
+        return None

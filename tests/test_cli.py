@@ -1,0 +1,62 @@
+"""`python -m facexpr predict / evaluate` as a user runs them."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+from facexpr.cli import main
+from tests.conftest import ROOT, image_bytes
+
+
+def test_bad_file_among_good_ones_exits_2_and_answers_the_rest(tmp_path, astronaut_bytes, tiny_model_path):
+    good = tmp_path / "face.jpg"
+    good.write_bytes(astronaut_bytes)
+    bad = tmp_path / "notes.png"
+    bad.write_text("this is not a picture")
+    crop = tmp_path / "crop.png"
+    crop.write_bytes(image_bytes(np.full((48, 48), 90, np.uint8)))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    run = subprocess.run(
+        [sys.executable, "-m", "facexpr", "predict", str(good), str(bad), str(tmp_path / "missing.jpg"),
+         str(crop), "--json", "--model", str(tiny_model_path)],
+        capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    assert run.returncode == 2
+    assert "Traceback" not in run.stderr + run.stdout
+    lines = [json.loads(line) for line in run.stdout.splitlines()]
+    assert [line["path"] for line in lines] == [str(good), str(bad), str(tmp_path / "missing.jpg"), str(crop)]
+    face = lines[0]["faces"][0]
+    assert len(lines[0]["faces"]) == 1 and len(face["box"]) == 4 and len(face["probabilities"]) == 7
+    assert set(lines[0]["latency_ms"]) == {"decode", "detect", "classify", "total"}
+    assert "not an image" in lines[1]["error"] and "no such file" in lines[2]["error"]
+    assert lines[3]["faces"][0]["box"] == [0, 0, 48, 48]
+
+
+def test_all_good_exits_0_with_readable_lines(tmp_path, astronaut_bytes, tiny_model_path, capsys):
+    (tmp_path / "a.jpg").write_bytes(astronaut_bytes)
+    assert main(["predict", str(tmp_path / "a.jpg"), "--model", str(tiny_model_path)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"{tmp_path / 'a.jpg'}: ") and "%" in out and "ms)" in out
+
+
+def test_faces_crop_mode_skips_detection(tmp_path, astronaut_bytes, tiny_model_path, capsys):
+    (tmp_path / "a.jpg").write_bytes(astronaut_bytes)
+    main(["predict", str(tmp_path / "a.jpg"), "--faces", "crop", "--json", "--model", str(tiny_model_path)])
+    assert json.loads(capsys.readouterr().out)["faces"][0]["box"] == [0, 0, 512, 512]
+
+
+def test_evaluate_prints_the_report_as_json(tmp_path, tiny_model_path, capsys):
+    for label in ("angry", "neutral"):
+        (tmp_path / label).mkdir()
+        (tmp_path / label / "x.png").write_bytes(image_bytes(np.full((48, 48), 100, np.uint8)))
+    assert main(["evaluate", str(tmp_path), "--json", "--model", str(tiny_model_path)]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["n"] == 2 and result["faces_found"] == 2
+    assert set(result) >= {"accuracy", "per_class", "confusion", "faces_found"}
+
+
+def test_evaluate_on_a_missing_folder_says_so(tmp_path, tiny_model_path, capsys):
+    assert main(["evaluate", str(tmp_path / "nope"), "--model", str(tiny_model_path)]) == 2
+    assert "is not a folder" in capsys.readouterr().err

@@ -1,0 +1,48 @@
+"""Face detection and the 48×48 crop."""
+
+import numpy as np
+
+from facexpr.faces import Box, crop_face, detect_faces, is_ready_crop, whole_image_crop
+from facexpr.imaging import decode_gray
+
+
+def test_one_face_found_where_it_is(astronaut_bytes):
+    boxes = detect_faces(decode_gray(astronaut_bytes))
+    assert len(boxes) == 1
+    face = boxes[0]
+    # The face in the public-domain portrait sits left of centre, in the upper third.
+    assert 140 < face.x + face.w / 2 < 260 and 60 < face.y + face.h / 2 < 170
+    assert 70 < face.w < 160
+
+
+def test_two_faces_are_both_found_largest_first(two_faces_bytes):
+    boxes = detect_faces(decode_gray(two_faces_bytes))
+    assert len(boxes) == 2
+    assert boxes[0].w * boxes[0].h >= boxes[1].w * boxes[1].h
+    assert {b.x < 512 for b in boxes} == {True, False}  # one in each half
+
+
+def test_no_face_in_a_gradient(blank_photo_bytes):
+    assert detect_faces(decode_gray(blank_photo_bytes)) == []
+
+
+def test_detection_on_a_large_photo_maps_boxes_back(astronaut_bytes):
+    gray = decode_gray(astronaut_bytes)
+    big = np.kron(gray, np.ones((3, 3), dtype=np.uint8))  # 1536×1536: detected on a small copy
+    (small_box,), (big_box,) = detect_faces(gray), detect_faces(big)
+    assert abs(big_box.x - 3 * small_box.x) < 30 and abs(big_box.w - 3 * small_box.w) < 40
+
+
+def test_crop_is_48_square_and_pads_at_the_border():
+    gray = np.zeros((100, 100), dtype=np.uint8)
+    gray[:50, :50] = 200
+    crop = crop_face(gray, Box(-10, -10, 40, 40))
+    assert crop.shape == (48, 48) and crop.dtype == np.uint8
+    assert crop.mean() > 150  # edge padding repeats the bright corner, not black
+
+
+def test_ready_crops_and_whole_image():
+    assert is_ready_crop(np.zeros((48, 48), np.uint8)) and is_ready_crop(np.zeros((64, 30), np.uint8))
+    assert not is_ready_crop(np.zeros((65, 40), np.uint8))
+    box, crop = whole_image_crop(np.zeros((200, 300), np.uint8))
+    assert box == Box(50, 0, 200, 200) and crop.shape == (48, 48)

@@ -1,0 +1,58 @@
+"""The classify page driven by its widget keys (Streamlit AppTest, no browser)."""
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from tests.conftest import ROOT
+
+PAGE = str(ROOT / "pages" / "classify.py")
+
+
+@pytest.fixture
+def page(use_tiny_model):
+    at = AppTest.from_file(PAGE, default_timeout=60)
+    at.run()
+    return at
+
+
+def upload(at: AppTest, name: str, data: bytes, mime: str = "image/jpeg") -> AppTest:
+    at.file_uploader(key="upload").set_value((name, data, mime))
+    return at.run()
+
+
+def test_empty_page_invites_an_upload(page):
+    assert not page.exception
+    assert "Choose a photo" in page.info[0].value
+
+
+def test_upload_shows_image_label_and_chart(page, astronaut_bytes):
+    upload(page, "astronaut.jpg", astronaut_bytes)
+    assert not page.exception and not page.error
+    from facexpr.labels import EXPRESSIONS
+
+    assert page.subheader[0].value.lower() in EXPRESSIONS
+    assert "confidence" in page.markdown[0].value
+    charts = page.get("vega_lite_chart")
+    assert len(charts) == 1
+    assert len(page.get("image")) == 2  # the marked photo and the 48×48 crop
+
+
+def test_bad_file_gets_an_error_not_a_traceback(page):
+    upload(page, "notes.png", b"hello, not a picture", "image/png")
+    assert not page.exception
+    assert "notes.png" in page.error[0].value and "not an image" in page.error[0].value
+
+
+def test_no_face_offers_the_whole_image(page, blank_photo_bytes):
+    upload(page, "wall.png", blank_photo_bytes, "image/png")
+    assert "No face was found" in page.warning[0].value
+    page.button(key="classify_whole").click().run()
+    assert not page.exception
+    assert "centre of the whole image" in page.info[0].value
+    assert len(page.subheader) == 1
+
+
+def test_two_faces_get_two_answers(page, two_faces_bytes):
+    upload(page, "pair.png", two_faces_bytes, "image/png")
+    assert not page.exception
+    assert [s.value.split(":")[0] for s in page.subheader] == ["Face 1", "Face 2"]
