@@ -1,0 +1,63 @@
+"""Batch classification: many files → one table row per face (or per unreadable file) + CSV."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import pandas as pd
+
+from facexpr.errors import FacexprError
+from facexpr.labels import EXPRESSIONS
+from facexpr.model import Classifier
+from facexpr.predict import Prediction, predict_image
+
+COLUMNS = ["file", "face", "expression", "confidence", "box", "error", *EXPRESSIONS]
+
+
+@dataclass
+class BatchItem:
+    name: str
+    prediction: Prediction | None = None
+    error: str | None = None
+
+
+def classify_files(files: Iterable[tuple[str, bytes]], classifier: Classifier,
+                   on_progress: Callable[[int, str], None] | None = None) -> list[BatchItem]:
+    """Classify each (name, bytes); a bad file is kept with its message and the rest go on."""
+    items = []
+    for i, (name, data) in enumerate(files):
+        try:
+            items.append(BatchItem(name, prediction=predict_image(data, classifier)))
+        except FacexprError as exc:
+            items.append(BatchItem(name, error=str(exc)))
+        if on_progress:
+            on_progress(i + 1, name)
+    return items
+
+
+def results_table(items: list[BatchItem]) -> pd.DataFrame:
+    rows = []
+    for item in items:
+        base = {"file": item.name, "face": None, "expression": None, "confidence": None, "box": None,
+                "error": item.error}
+        if item.prediction is None:
+            rows.append(base)
+        elif item.prediction.no_face:
+            rows.append({**base, "error": "no face found"})
+        for i, face in enumerate(item.prediction.faces if item.prediction else []):
+            rows.append({**base, "face": i + 1, "expression": face.expression,
+                         "confidence": round(face.confidence, 4), "box": face.box.as_list(),
+                         **{k: round(v, 4) for k, v in face.probability_map().items()}})
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def summary(table: pd.DataFrame) -> pd.DataFrame:
+    """Faces per expression (all seven, zeros included) for the summary chart."""
+    counts = table["expression"].value_counts()
+    return pd.DataFrame({"expression": list(EXPRESSIONS),
+                         "faces": [int(counts.get(e, 0)) for e in EXPRESSIONS]})
+
+
+def to_csv(table: pd.DataFrame) -> bytes:
+    return table.to_csv(index=False).encode("utf-8")

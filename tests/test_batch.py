@@ -1,0 +1,27 @@
+"""Batch: mixed good and bad files → rows, summary, CSV."""
+
+import io
+
+import pandas as pd
+
+from facexpr.batch import classify_files, results_table, summary, to_csv
+
+
+def test_mixed_batch_keeps_going_and_lists_bad_files(tiny_classifier, astronaut_bytes, two_faces_bytes,
+                                                     blank_photo_bytes):
+    seen = []
+    items = classify_files([("a.jpg", astronaut_bytes), ("junk.png", b"nope"), ("two.png", two_faces_bytes),
+                            ("wall.png", blank_photo_bytes)], tiny_classifier,
+                           on_progress=lambda n, name: seen.append((n, name)))
+    assert seen[-1] == (4, "wall.png")
+    table = results_table(items)
+    assert list(table["file"]) == ["a.jpg", "junk.png", "two.png", "two.png", "wall.png"]
+    assert "not an image" in table.loc[1, "error"] and table.loc[4, "error"] == "no face found"
+    assert list(table["face"].dropna().astype(int)) == [1, 1, 2]
+    assert summary(table)["faces"].sum() == 3
+
+    csv = pd.read_csv(io.BytesIO(to_csv(table)))
+    assert list(csv.columns[:6]) == ["file", "face", "expression", "confidence", "box", "error"]
+    assert len(csv) == 5 and csv.loc[0, "expression"] == table.loc[0, "expression"]
+    probs = csv.loc[0, ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]]
+    assert abs(probs.sum() - 1) < 1e-2
