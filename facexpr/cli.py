@@ -94,6 +94,24 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_sync(args: argparse.Namespace) -> int:
+    from facexpr.config import load_settings
+    from facexpr.relabel import flush_outbox, outbox_for
+
+    settings = load_settings()
+    outbox = outbox_for(settings)
+    waiting = len(outbox)
+    if not waiting:
+        print(f"Outbox {outbox.root} is empty: nothing to sync.")
+        return 0
+    print(f"Outbox {outbox.root}: {waiting} item(s) for {settings.relabeled_uri} (and its originals)")
+    report = flush_outbox(settings)
+    print(f"sent {report.sent}, failed {report.failed}, remaining {report.remaining}")
+    for where, error in report.errors.items():
+        print(f"  {where}: {error}", file=sys.stderr)
+    return 0 if report.ok else 2
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m facexpr", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -123,6 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="models/facexpr", help="models/NAME: writes NAME.keras and NAME.json")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint of this --out")
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("sync", help="deliver relabeled images waiting in the local outbox to the store")
+    p.set_defaults(func=_cmd_sync)
     return parser
 
 

@@ -1,0 +1,98 @@
+"""Classify: upload a headshot → the gray image with faces marked, the expression, the bars."""
+
+import streamlit as st
+
+from facexpr.charts import draw_faces, probability_chart
+from facexpr.errors import FacexprError
+from facexpr.labels import EXPRESSIONS, INDEX
+from facexpr.relabel import RelabelSummary, relabel_summary, save_relabel
+from facexpr.ui import classify_cached, get_settings, served_classifier
+
+UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "gif"]
+
+
+@st.cache_data(ttl=60, show_spinner=False)
+def relabel_counts(_settings, uri: str, since: str | None, saves: tuple[str, ...]) -> RelabelSummary:
+    """Cached: listing S3 on every rerun would be slow, and an outage would stall each one.
+    SAVES is in the key so this session's own saves show at once."""
+    return relabel_summary(_settings, since)
+
+
+st.title("Classify a headshot")
+st.caption("Upload a black-and-white or colour photo. facexpr finds each face, shows it as the "
+           "model sees it (gray), and tells which of seven expressions it shows.")
+
+uploaded = st.file_uploader("Headshot photo", type=UPLOAD_TYPES, key="upload")
+if uploaded is None:
+    st.info("Choose a photo to classify (JPEG, PNG, WebP, BMP, TIFF or GIF, up to 20 MB).")
+    st.stop()
+
+data = uploaded.getvalue()
+whole_key = f"whole_image_{uploaded.file_id}"
+mode = "whole" if st.session_state.get(whole_key) else "auto"
+try:
+    with st.spinner("Finding faces and reading expressions…"):
+        prediction, is_new = classify_cached(data, mode)
+except FacexprError as exc:
+    st.error(f"{uploaded.name}: {exc}")
+    st.stop()
+
+image_col, answer_col = st.columns([1, 1], gap="large")
+with image_col:
+    st.image(draw_faces(prediction.gray, [f.box for f in prediction.faces]),
+             caption="What the model sees: the gray image, faces marked", width="stretch")
+    st.caption(f"{prediction.latency_ms['total']:.0f} ms · model {prediction.model_version}")
+
+with answer_col:
+    if prediction.no_face:
+        st.warning("No face was found in this photo. Try a straight-on headshot, or classify the "
+                   "whole image as if it were one face.")
+        if st.button("Classify the whole image", key="classify_whole"):
+            st.session_state[whole_key] = True
+            st.rerun()
+        st.stop()
+    if prediction.mode == "whole":
+        st.info("No face was found, so the centre of the whole image was classified.")
+    many = len(prediction.faces) > 1
+    settings = get_settings()
+    saved_answers = st.session_state.setdefault("relabel_saved", {})  # (image, mode, face) → SaveResult
+    # The chooser keys are fixed (tests drive them by key): a new answer starts from its own prediction.
+    answer_id = (prediction.image_sha256, prediction.mode, prediction.model_version)
+    if st.session_state.get("relabel_for") != answer_id:
+        for k in [k for k in st.session_state if str(k).startswith("relabel_label")]:
+            del st.session_state[k]
+        st.session_state["relabel_for"] = answer_id
+    if many:
+        st.write(f"**{len(prediction.faces)} faces** found, numbered on the image.")
+    for i, face in enumerate(prediction.faces):
+        suffix = f"_{i}" if many else ""
+        with st.container(border=True):
+            head, crop = st.columns([4, 1])
+            head.subheader(("Face " + str(i + 1) + ": " if many else "") + face.expression.capitalize())
+            head.write(f"confidence **{face.confidence:.0%}**")
+            crop.image(face.crop, caption="48×48 crop", width=72)
+            st.altair_chart(probability_chart(face.probabilities), width="stretch")
+            # Confirm or correct: facexpr.relabel stores the crop (or keeps it in the outbox).
+            chosen = st.selectbox("True expression", EXPRESSIONS, index=INDEX[face.expression],
+                                  format_func=str.capitalize, key=f"relabel_label{suffix}")
+            saved = saved_answers.get((prediction.image_sha256, prediction.mode, i))
+            clicked = st.button("Confirm" if chosen == face.expression else "Save correction",
+                                key=f"relabel_save{suffix}")
+            if clicked and (saved is None or saved.label != chosen):  # a double click stores nothing new
+                try:
+                    saved = save_relabel(settings, prediction, i, chosen, data, replaces=saved)
+                except FacexprError as exc:
+                    st.error(f"Not saved: {exc}")
+                else:
+                    saved_answers[(prediction.image_sha256, prediction.mode, i)] = saved
+                    # Feedback to the history goes here: saved.label, saved.confirmed, saved.object_key.
+            if saved is not None:
+                (st.warning if saved.queued else st.success)(saved.message())
+    since = served_classifier().card.get("trained_at")
+    summary = relabel_counts(settings, settings.relabeled_uri, since,
+                             tuple(r.key for r in saved_answers.values()))
+    gathered = " · ".join(f"{name} {n}" for name, n in summary.counts.items())
+    st.caption(f"Relabeled since this model was trained ({(since or 'unknown')[:16].replace('T', ' ')}): "
+               f"{gathered if summary.total else 'none yet'}"
+               + (f" · {summary.pending} waiting in the outbox" if summary.pending else "")
+               + (f" · counts unavailable: {summary.error}" if summary.error else ""))
