@@ -3,17 +3,19 @@
 import streamlit as st
 
 from facexpr.errors import FacexprError
-from facexpr.ui import get_settings, served_classifier
+from facexpr.ui import get_settings, model_selector, served_classifier
 
 st.set_page_config(page_title="facexpr", page_icon="🙂", layout="wide")
 
 page = st.navigation([
     st.Page("pages/classify.py", title="Classify", icon="🙂", default=True),
+    st.Page("pages/batch.py", title="Batch", icon="🗂️"),
     st.Page("pages/model_health.py", title="Model health", icon="📈"),
 ])
 
 with st.sidebar:
     settings = get_settings()
+    model_selector()
     try:
         classifier = served_classifier()
         val = classifier.card.get("val", {})

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from facexpr.errors import FacexprError
+from facexpr.imaging import encode_png
 from facexpr.labels import EXPRESSIONS
 from facexpr.model import Classifier
 from facexpr.predict import Prediction, predict_image
@@ -61,3 +64,19 @@ def summary(table: pd.DataFrame) -> pd.DataFrame:
 
 def to_csv(table: pd.DataFrame) -> bytes:
     return table.to_csv(index=False).encode("utf-8")
+
+
+def thumbnail_uri(crop: np.ndarray) -> str:
+    """A face crop as a data: URI, for the table's image column."""
+    return "data:image/png;base64," + base64.b64encode(encode_png(crop)).decode("ascii")
+
+
+def thumbnails(items: list[BatchItem]) -> list[str | None]:
+    """One entry per table row, in `results_table` order (None for rows without a face)."""
+    out: list[str | None] = []
+    for item in items:
+        if item.prediction is None or item.prediction.no_face:
+            out.append(None)
+        else:
+            out.extend(thumbnail_uri(face.crop) for face in item.prediction.faces)
+    return out

@@ -5,12 +5,15 @@ This is the one facexpr module that imports Streamlit; everything it calls is pl
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import streamlit as st
 
 from facexpr.config import Settings, load_settings
 from facexpr.model import Classifier, load_classifier
+
+UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "gif"]
 
 
 def _secrets() -> dict[str, Any]:
@@ -31,7 +34,23 @@ def get_classifier(path: str | None = None) -> Classifier:
 
 
 def served_classifier() -> Classifier:
-    return get_classifier(get_settings().model)
+    """The model this session uses: the sidebar's choice, else FACEXPR_MODEL, else the newest."""
+    return get_classifier(st.session_state.get("model_choice") or get_settings().model)
+
+
+def model_selector() -> None:
+    """A sidebar chooser when models/ holds several models (the choice is per session)."""
+    from facexpr.model import list_models
+
+    models = list_models()
+    if len(models) < 2:
+        return
+    configured = get_settings().model
+    paths = [str(p) for p in models]
+    default = paths.index(configured) if configured in paths else 0
+    st.selectbox("Model", paths, index=default, key="model_choice",
+                 format_func=lambda p: Path(p).stem,
+                 help="Newest first. History records which model answered.")
 
 
 def classify_cached(data: bytes, mode: str = "auto"):
@@ -51,3 +70,21 @@ def classify_cached(data: bytes, mode: str = "auto"):
     prediction = predict_image(data, classifier, mode)
     st.session_state["_last_prediction"] = (key, prediction)
     return prediction, True
+
+
+@st.cache_resource(show_spinner=False)
+def _open_history(data_dir: str, mongodb_uri: str | None, mongodb_db: str):
+    """One history per process and settings (keyed by them, so a changed setting opens a new one)."""
+    from facexpr.history import open_history
+
+    return open_history(Settings(data_dir=Path(data_dir), mongodb_uri=mongodb_uri, mongodb_db=mongodb_db))
+
+
+def get_history():
+    """The prediction history for the current settings (MongoDB or the embedded store).
+
+    Raises facexpr.history.HistoryError only when the embedded file cannot be opened; MongoDB
+    connects on first use, so this never waits on the network.
+    """
+    settings = get_settings()
+    return _open_history(str(settings.data_dir), settings.mongodb_uri, settings.mongodb_db)

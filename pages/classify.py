@@ -4,11 +4,10 @@ import streamlit as st
 
 from facexpr.charts import draw_faces, probability_chart
 from facexpr.errors import FacexprError
+from facexpr.history import feedback_safely, record_safely
 from facexpr.labels import EXPRESSIONS, INDEX
 from facexpr.relabel import RelabelSummary, relabel_summary, save_relabel
-from facexpr.ui import classify_cached, get_settings, served_classifier
-
-UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "gif"]
+from facexpr.ui import UPLOAD_TYPES, classify_cached, get_history, get_settings, served_classifier
 
 
 @st.cache_data(ttl=60, show_spinner=False)
@@ -85,7 +84,10 @@ with answer_col:
                     st.error(f"Not saved: {exc}")
                 else:
                     saved_answers[(prediction.image_sha256, prediction.mode, i)] = saved
-                    # Feedback to the history goes here: saved.label, saved.confirmed, saved.object_key.
+                    history_note = feedback_safely(get_history, prediction, i, saved.label, saved.confirmed,
+                                                   saved.object_key, memo=st.session_state)
+                    if history_note:
+                        st.warning(history_note)
             if saved is not None:
                 (st.warning if saved.queued else st.success)(saved.message())
     since = served_classifier().card.get("trained_at")
@@ -96,3 +98,8 @@ with answer_col:
                f"{gathered if summary.total else 'none yet'}"
                + (f" · {summary.pending} waiting in the outbox" if summary.pending else "")
                + (f" · counts unavailable: {summary.error}" if summary.error else ""))
+
+# Recorded only now, after the answer is on screen, so the database never delays it (once per session).
+history_note = record_safely(get_history, prediction, "upload", memo=st.session_state)
+if history_note:
+    st.warning(history_note)

@@ -1,0 +1,272 @@
+"""Model health: what the live history says about the served model, beside its model card.
+
+Every figure comes from the history's aggregate queries (Mongo pipelines or SQL over rollups,
+see `facexpr.history`), which return at most a few thousand grouped rows whatever the number
+of documents; this module only reshapes those small results into frames for the charts.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from facexpr.config import Settings
+from facexpr.errors import ModelError
+from facexpr.history import (
+    CONFIDENCE_BINS,
+    LOW_CONFIDENCE,
+    STAGES,
+    History,
+    latency_bin_value,
+    utc,
+)
+from facexpr.labels import EXPRESSIONS
+
+WINDOWS: dict[str, timedelta | None] = {
+    "Last 24 hours": timedelta(hours=24),
+    "Last 7 days": timedelta(days=7),
+    "Last 30 days": timedelta(days=30),
+    "All time": None,
+}
+DEFAULT_WINDOW = "Last 7 days"
+PERCENTILES = (0.50, 0.95)
+_LOW_BIN = round(LOW_CONFIDENCE * CONFIDENCE_BINS)  # bins below this one hold confidence < 0.5
+
+
+def window_bounds(window: str, now: datetime | None = None) -> tuple[datetime | None, datetime | None]:
+    """(start, end) of a named window. The end stays open ("until now"), so a record made while
+    the page loads still counts; "All time" has no start either."""
+    if window not in WINDOWS:
+        raise ValueError(f"Unknown window {window!r}: choose one of {', '.join(WINDOWS)}.")
+    span = WINDOWS[window]
+    return ((utc(now) or datetime.now(UTC)) - span if span else None), None
+
+
+@dataclass(frozen=True)
+class HealthReport:
+    """The live figures for one time window; every frame is small (days × classes at most)."""
+
+    start: datetime | None
+    end: datetime | None
+    since: datetime | None  # relabels are counted from here (the served model's training time)
+    total: int  # predictions (faces) in the window
+    answered: int  # of those, how many a person confirmed or corrected
+    confirmed: int
+    mean_confidence: float | None
+    low_confidence_share: float | None  # share of answers with confidence < 0.5
+    daily: pd.DataFrame  # day, expression, predictions
+    confidence: pd.DataFrame  # bin_start, bin_end, predictions (all bins, zeros included)
+    confidence_daily: pd.DataFrame  # day, predictions, mean_confidence, low_confidence_share
+    agreement_daily: pd.DataFrame  # day, confirmed, corrected, agreement
+    confusion: pd.DataFrame  # predicted, label, count (7 × 7, zeros included; label = the person's)
+    latency: pd.DataFrame  # stage, p50_ms, p95_ms, n
+    models: pd.DataFrame  # model_version, predictions, mean_confidence, low_confidence_share,
+    #                       answered, confirmed, agreement
+    relabels: pd.DataFrame  # label, confirmed, corrected, total (all seven)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def empty(self) -> bool:
+        return self.total == 0
+
+    @property
+    def agreement(self) -> float | None:
+        """Share of people's answers that confirmed the model (None before anyone answered)."""
+        return self.confirmed / self.answered if self.answered else None
+
+    @property
+    def corrected(self) -> int:
+        return self.answered - self.confirmed
+
+
+def _days(frame: pd.DataFrame) -> pd.DataFrame:
+    if "day" in frame:
+        frame["day"] = pd.to_datetime(frame["day"])
+    return frame
+
+
+def _share(numerator: pd.Series, denominator: pd.Series) -> pd.Series:
+    return (numerator / denominator.where(denominator > 0)).astype(float)
+
+
+def percentile_from_bins(bins: pd.DataFrame, q: float) -> float | None:
+    """Nearest-rank percentile Q from (bin, n) rows: the centre of the bin holding rank ⌈q·N⌉."""
+    if bins.empty or bins["n"].sum() == 0:
+        return None
+    ordered = bins.sort_values("bin")
+    rank = max(1, math.ceil(q * int(ordered["n"].sum())))
+    position = int((ordered["n"].cumsum() >= rank).to_numpy().argmax())
+    return latency_bin_value(int(ordered["bin"].iloc[position]))
+
+
+def health_report(history: History, start: datetime | None, end: datetime | None = None,
+                  since: datetime | None = None) -> HealthReport:
+    """The live figures for predictions made in [START, END) (None = open) from HISTORY.
+
+    Raises HistoryUnavailable when the database cannot be reached.
+    """
+    cube = pd.DataFrame(history.confidence_cube(start, end),
+                        columns=["day", "model_version", "expression", "bin", "n", "confidence_sum"])
+    answers = pd.DataFrame(history.feedback_counts(start, end),
+                           columns=["day", "model_version", "predicted", "label", "confirmed", "n"])
+    latency_rows = pd.DataFrame(history.latency_bins(start, end), columns=["stage", "bin", "n"])
+    relabel_rows = pd.DataFrame(history.relabel_counts(since), columns=["label", "confirmed", "n"])
+
+    cube["low"] = cube["n"].where(cube["bin"] < _LOW_BIN, 0)
+    total = int(cube["n"].sum())
+
+    daily = (cube.groupby(["day", "expression"], as_index=False)["n"].sum()
+             .rename(columns={"n": "predictions"}))
+    by_bin = cube.groupby("bin")["n"].sum().reindex(range(CONFIDENCE_BINS), fill_value=0)
+    confidence = pd.DataFrame({"bin_start": [b / CONFIDENCE_BINS for b in by_bin.index],
+                               "bin_end": [(b + 1) / CONFIDENCE_BINS for b in by_bin.index],
+                               "predictions": by_bin.to_numpy(dtype=int)})
+    per_day = cube.groupby("day", as_index=False)[["n", "confidence_sum", "low"]].sum()
+    confidence_daily = pd.DataFrame({
+        "day": per_day["day"], "predictions": per_day["n"],
+        "mean_confidence": _share(per_day["confidence_sum"], per_day["n"]),
+        "low_confidence_share": _share(per_day["low"], per_day["n"])})
+
+    answers["confirmed_n"] = answers["n"].where(answers["confirmed"].astype(bool), 0)
+    per_day_answers = answers.groupby("day", as_index=False)[["n", "confirmed_n"]].sum()
+    agreement_daily = pd.DataFrame({
+        "day": per_day_answers["day"], "confirmed": per_day_answers["confirmed_n"],
+        "corrected": per_day_answers["n"] - per_day_answers["confirmed_n"],
+        "agreement": _share(per_day_answers["confirmed_n"], per_day_answers["n"])})
+
+    grid = pd.MultiIndex.from_product([EXPRESSIONS, EXPRESSIONS], names=["predicted", "label"])
+    confusion = (answers.groupby(["predicted", "label"])["n"].sum().reindex(grid, fill_value=0)
+                 .rename("count").reset_index())
+
+    stats = []
+    for stage in STAGES:
+        rows = latency_rows[latency_rows["stage"] == stage]
+        stats.append({"stage": stage, **{f"p{round(q * 100)}_ms": percentile_from_bins(rows, q)
+                                         for q in PERCENTILES}, "n": int(rows["n"].sum())})
+    latency = pd.DataFrame(stats, columns=["stage", "p50_ms", "p95_ms", "n"])
+
+    per_model = cube.groupby("model_version")[["n", "confidence_sum", "low"]].sum()
+    model_answers = answers.groupby("model_version")[["n", "confirmed_n"]].sum()
+    models = per_model.join(model_answers, how="outer", rsuffix="_answers").fillna(0).reset_index()
+    models = pd.DataFrame({
+        "model_version": models["model_version"].astype(str),
+        "predictions": models["n"].astype(int),
+        "mean_confidence": _share(models["confidence_sum"], models["n"]),
+        "low_confidence_share": _share(models["low"], models["n"]),
+        "answered": models["n_answers"].astype(int),
+        "confirmed": models["confirmed_n"].astype(int),
+        "agreement": _share(models["confirmed_n"], models["n_answers"]),
+    }).sort_values("predictions", ascending=False, ignore_index=True)
+
+    relabel_rows["confirmed_n"] = relabel_rows["n"].where(relabel_rows["confirmed"].astype(bool), 0)
+    gathered = relabel_rows.groupby("label")[["n", "confirmed_n"]].sum().reindex(list(EXPRESSIONS),
+                                                                                   fill_value=0)
+    relabels = pd.DataFrame({"label": list(EXPRESSIONS),
+                             "confirmed": gathered["confirmed_n"].to_numpy(dtype=int),
+                             "corrected": (gathered["n"] - gathered["confirmed_n"]).to_numpy(dtype=int),
+                             "total": gathered["n"].to_numpy(dtype=int)})
+
+    answered = int(answers["n"].sum())
+    return HealthReport(
+        start=utc(start), end=utc(end), since=utc(since), total=total, answered=answered,
+        confirmed=int(answers["confirmed_n"].sum()),
+        mean_confidence=float(cube["confidence_sum"].sum() / total) if total else None,
+        low_confidence_share=float(cube["low"].sum() / total) if total else None,
+        daily=_days(daily), confidence=confidence, confidence_daily=_days(confidence_daily),
+        agreement_daily=_days(agreement_daily), confusion=confusion, latency=latency, models=models,
+        relabels=relabels)
+
+
+def live_per_class(report: HealthReport) -> pd.DataFrame:
+    """Precision, recall and F1 per expression against people's labels (only answered predictions)."""
+    matrix = report.confusion.pivot(index="label", columns="predicted", values="count")
+    matrix = matrix.reindex(index=list(EXPRESSIONS), columns=list(EXPRESSIONS), fill_value=0)
+    rows = []
+    for name in EXPRESSIONS:
+        tp = int(matrix.loc[name, name])
+        support = int(matrix.loc[name].sum())  # people said NAME
+        predicted = int(matrix[name].sum())  # the model said NAME
+        precision = tp / predicted if predicted else None
+        recall = tp / support if support else None
+        f1 = (2 * precision * recall / (precision + recall)
+              if precision is not None and recall is not None and precision + recall else
+              (0.0 if precision is not None and recall is not None else None))
+        rows.append({"expression": name, "precision": precision, "recall": recall, "f1": f1,
+                     "support": support})
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------- the served model's card
+
+@dataclass(frozen=True)
+class CardMetrics:
+    """The offline figures a model card records for its validation set."""
+
+    name: str
+    trained_at: datetime | None
+    accuracy: float | None
+    macro_f1: float | None
+    n: int | None
+    per_class: pd.DataFrame  # expression, precision, recall, f1, support
+    confusion: pd.DataFrame  # label (true), predicted, count; empty when the card has none
+    relabeled_in_training: dict[str, int]
+
+
+def served_card(settings: Settings, models_dir: Path | None = None, model: str | None = None
+                ) -> dict[str, Any] | None:
+    """The card of the served model (MODEL, e.g. a session's choice, else FACEXPR_MODEL, else the
+    newest in MODELS_DIR), read without loading the network."""
+    from facexpr.model import MODELS_DIR, card_path, newest_model
+
+    try:
+        chosen = model or settings.model
+        path = Path(chosen) if chosen else newest_model(models_dir or MODELS_DIR)
+        card = json.loads(card_path(path).read_text())
+    except (ModelError, OSError, ValueError):
+        return None
+    card.setdefault("name", path.stem)
+    return card
+
+
+def card_metrics(card: dict[str, Any] | None) -> CardMetrics | None:
+    """The card's validation figures as frames (None without a card)."""
+    if not card:
+        return None
+    val = card.get("val") or {}
+    per_class = pd.DataFrame(
+        [{"expression": name, **{k: (val.get("per_class") or {}).get(name, {}).get(k)
+                                 for k in ("precision", "recall", "f1", "support")}} for name in EXPRESSIONS])
+    matrix = val.get("confusion") or []
+    confusion = pd.DataFrame(
+        [{"label": EXPRESSIONS[i], "predicted": EXPRESSIONS[j], "count": int(matrix[i][j])}
+         for i in range(min(len(matrix), len(EXPRESSIONS)))
+         for j in range(min(len(matrix[i]), len(EXPRESSIONS)))],
+        columns=["label", "predicted", "count"])
+    if not confusion.empty and confusion["count"].sum() == 0:
+        confusion = confusion.iloc[0:0]  # an all-zero matrix says nothing
+    try:
+        trained_at = utc(card.get("trained_at")) if card.get("trained_at") else None
+    except ValueError:
+        trained_at = None
+    relabeled = ((card.get("data") or {}).get("relabeled") or {}).get("counts") or {}
+    return CardMetrics(name=str(card.get("name", "")), trained_at=trained_at, accuracy=val.get("accuracy"),
+                       macro_f1=val.get("macro_f1"), n=val.get("n"), per_class=per_class, confusion=confusion,
+                       relabeled_in_training={k: int(v) for k, v in relabeled.items()})
+
+
+def f1_comparison(card: CardMetrics | None, report: HealthReport | None) -> pd.DataFrame:
+    """F1 per expression, offline (the card's validation set) beside live (people's answers)."""
+    rows: list[dict[str, Any]] = []
+    if card is not None:
+        rows += [{"expression": r.expression, "source": "offline (validation set)", "f1": r.f1}
+                 for r in card.per_class.itertuples() if r.f1 is not None and not pd.isna(r.f1)]
+    if report is not None and report.answered:
+        rows += [{"expression": r.expression, "source": "live (people's answers)", "f1": r.f1}
+                 for r in live_per_class(report).itertuples() if r.f1 is not None and not pd.isna(r.f1)]
+    return pd.DataFrame(rows, columns=["expression", "source", "f1"])

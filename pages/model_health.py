@@ -1,0 +1,97 @@
+"""Model health: how the served model does on live traffic, beside its model card's offline scores."""
+
+import streamlit as st
+
+from facexpr import health
+from facexpr import health_charts as charts
+from facexpr.history import HistoryError, HistoryUnavailable
+from facexpr.ui import get_history, get_settings
+
+
+def chart(figure, empty_note: str) -> None:
+    if figure is None:
+        st.caption(empty_note)
+    else:
+        st.altair_chart(figure, width="stretch")
+
+
+def percent(value: float | None) -> str:
+    return "—" if value is None else f"{value:.0%}"
+
+
+st.title("Model health")
+st.caption("Every face the app classifies is recorded with its answer, confidence and timings; "
+           "people's confirmations and corrections show how often the model is right.")
+
+windows = list(health.WINDOWS)
+window = st.selectbox("Time window", windows, index=windows.index(health.DEFAULT_WINDOW), key="health_window")
+card = health.card_metrics(health.served_card(get_settings(), model=st.session_state.get("model_choice")))
+report = None
+try:
+    history = get_history()
+    report = health.health_report(history, *health.window_bounds(window),
+                                  since=card.trained_at if card else None)
+    if history.pending():
+        st.info(f"{history.pending()} write(s) are kept locally and wait for the database.")
+except HistoryUnavailable as exc:
+    st.warning(f"Database unreachable: live figures cannot be shown now. {exc} "
+               "Predictions are still answered and kept locally until it is back.")
+except HistoryError as exc:
+    st.error(str(exc))
+
+if report is not None and report.empty:
+    st.info(f"No predictions recorded ({window.lower()}). Classify a photo on the Classify page and "
+            "it shows up here; confirm or correct an answer to see how often the model is right.")
+
+if report is not None and not report.empty:
+    cols = st.columns(4)
+    cols[0].metric("Faces classified", f"{report.total:,}")
+    cols[1].metric("Mean confidence", percent(report.mean_confidence))
+    cols[2].metric("Low confidence (< 50%)", percent(report.low_confidence_share))
+    cols[3].metric("Agreement with people", percent(report.agreement),
+                   help=f"{report.confirmed} confirmed and {report.corrected} corrected answers")
+
+    st.subheader("Predictions per day")
+    chart(charts.daily_chart(report.daily), "No predictions in this window.")
+
+    st.subheader("Confidence")
+    left, right = st.columns(2)
+    with left:
+        chart(charts.confidence_histogram(report.confidence), "No predictions in this window.")
+    with right:
+        chart(charts.confidence_trend(report.confidence_daily), "No predictions in this window.")
+
+    st.subheader("Agreement with people")
+    chart(charts.agreement_chart(report.agreement_daily), "Nobody has confirmed or corrected an answer yet.")
+
+    st.subheader("Latency by stage")
+    chart(charts.latency_chart(report.latency), "No timings in this window.")
+
+    st.subheader("Model versions")
+    chart(charts.models_chart(report.models), "No predictions in this window.")
+    st.dataframe(report.models, hide_index=True, width="stretch")
+
+st.subheader("Offline (model card) beside live")
+offline, live = st.columns(2)
+with offline:
+    if card is None:
+        st.caption("No model card found for the served model.")
+    else:
+        st.metric(f"Validation accuracy · {card.name}", percent(card.accuracy),
+                  help=f"macro F1 {card.macro_f1}" if card.macro_f1 is not None else None)
+        st.caption("Validation set (rows: true label)")
+        chart(charts.confusion_chart(card.confusion, truth="true label"), "The card has no confusion matrix.")
+with live:
+    st.metric("Live agreement with people", percent(report.agreement if report else None),
+              help="Share of people's answers that confirmed the model, in the chosen window")
+    st.caption("People's answers (rows: their label)")
+    chart(charts.confusion_chart(report.confusion) if report else None, "No answers from people yet.")
+st.caption("F1 per expression: the validation set beside people's answers")
+chart(charts.f1_chart(health.f1_comparison(card, report)), "No per-class F1 to compare yet.")
+
+if report is not None:
+    since = (f"since {card.trained_at:%Y-%m-%d %H:%M} UTC, when {card.name} was trained"
+             if card and card.trained_at else "so far")
+    st.subheader("Relabels gathered")
+    st.caption(f"Images people confirmed or corrected {since}: the next training run learns from them.")
+    chart(charts.relabels_chart(report.relabels), "None yet.")

@@ -1,0 +1,213 @@
+"""The model-health figures, checked against values worked out by hand on a small fixture."""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import UTC, datetime, timedelta
+
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from facexpr.config import Settings
+from facexpr.health import (
+    WINDOWS,
+    card_metrics,
+    f1_comparison,
+    health_report,
+    live_per_class,
+    percentile_from_bins,
+    served_card,
+    window_bounds,
+)
+from facexpr.history import EMBEDDED_FILE, SqliteHistory
+from tests.histories import FIXTURE, WINDOW_START, day, doc, history  # noqa: F401
+
+
+@pytest.fixture
+def report(history):  # noqa: F811
+    history.insert_documents(FIXTURE)
+    return health_report(history, WINDOW_START, None, since=day(9, 0))
+
+
+def by_day(frame: pd.DataFrame, column: str) -> dict[str, float]:
+    return {d.strftime("%m-%d"): v for d, v in zip(frame["day"], frame[column], strict=True)}
+
+
+def test_totals_and_predictions_per_day_by_expression(report):
+    assert report.total == 6  # the January prediction is outside the window
+    daily = {(d.strftime("%m-%d"), e): n for d, e, n in report.daily.itertuples(index=False)}
+    assert daily == {("03-08", "happy"): 2, ("03-08", "sad"): 1, ("03-09", "neutral"): 1,
+                     ("03-09", "happy"): 1, ("03-10", "surprise"): 1}
+
+
+def test_confidence_distribution_mean_and_low_share(report):
+    hist = report.confidence.set_index("bin_start")["predictions"]
+    assert len(hist) == 20 and hist.sum() == 6
+    # 0.30 0.40 | 0.55 0.70 0.90 0.95 → bins starting at those 0.05 steps
+    filled = {round(k, 2): v for k, v in hist.items() if v}
+    assert filled == {0.3: 1, 0.4: 1, 0.55: 1, 0.7: 1, 0.9: 1, 0.95: 1}
+    assert report.mean_confidence == pytest.approx(3.8 / 6)
+    assert report.low_confidence_share == pytest.approx(2 / 6)  # 0.30 and 0.40
+    assert by_day(report.confidence_daily, "mean_confidence") == pytest.approx(
+        {"03-08": 2.0 / 3, "03-09": 0.625, "03-10": 0.55})
+    assert by_day(report.confidence_daily, "low_confidence_share") == pytest.approx(
+        {"03-08": 1 / 3, "03-09": 0.5, "03-10": 0.0})
+
+
+def test_agreement_with_people_per_day(report):
+    assert (report.answered, report.confirmed, report.corrected) == (5, 3, 2)
+    assert report.agreement == pytest.approx(0.6)
+    assert by_day(report.agreement_daily, "confirmed") == {"03-08": 1, "03-09": 2, "03-10": 0}
+    assert by_day(report.agreement_daily, "corrected") == {"03-08": 1, "03-09": 0, "03-10": 1}
+
+
+def test_confusion_of_predicted_and_human_label(report):
+    seen = {(p, h): n for p, h, n in report.confusion.itertuples(index=False) if n}
+    assert seen == {("happy", "happy"): 2, ("sad", "angry"): 1, ("neutral", "neutral"): 1,
+                    ("surprise", "fear"): 1}
+    assert len(report.confusion) == 49
+
+
+def test_latency_percentiles_by_stage(report):
+    lat = report.latency.set_index("stage")
+    # Nearest rank over six values: p50 is the 3rd smallest, p95 the 6th.
+    expected = {"decode": (3, 6), "detect": (30, 60), "classify": (5, 7), "total": (38, 73)}
+    for stage, (p50, p95) in expected.items():
+        assert lat.loc[stage, "p50_ms"] == pytest.approx(p50, rel=0.011)
+        assert lat.loc[stage, "p95_ms"] == pytest.approx(p95, rel=0.011)
+        assert lat.loc[stage, "n"] == 6
+
+
+def test_comparison_by_model_version(report):
+    models = report.models.set_index("model_version")
+    assert list(models.index) == ["m1", "m2"]
+    assert models.loc["m1", "predictions"] == 3 and models.loc["m2", "predictions"] == 3
+    assert models.loc["m1", "mean_confidence"] == pytest.approx(2.0 / 3)
+    assert models.loc["m2", "mean_confidence"] == pytest.approx(1.8 / 3)
+    assert models.loc["m1", "agreement"] == pytest.approx(1 / 2)
+    assert models.loc["m2", "agreement"] == pytest.approx(2 / 3)
+    assert (models.loc["m2", "answered"], models.loc["m2", "confirmed"]) == (3, 2)
+
+
+def test_relabels_gathered_since_training(report):
+    relabels = report.relabels.set_index("label")
+    assert list(relabels.index) == ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
+    assert relabels["total"].to_dict() == {"angry": 0, "disgust": 0, "fear": 1, "happy": 1, "sad": 0,
+                                           "surprise": 0, "neutral": 1}
+    assert relabels.loc["fear", "corrected"] == 1 and relabels.loc["happy", "confirmed"] == 1
+
+
+def test_live_per_class_scores_against_people(report):
+    live = live_per_class(report).set_index("expression")
+    assert live.loc["happy", "f1"] == pytest.approx(1.0)
+    assert live.loc["angry", "recall"] == 0 and live.loc["angry", "support"] == 1
+    assert pd.isna(live.loc["disgust", "f1"])  # nobody said disgust, the model never did
+
+
+def test_all_time_and_empty_windows(history):  # noqa: F811
+    history.insert_documents(FIXTURE)
+    everything = health_report(history, None, None)
+    assert everything.total == 7 and everything.answered == 6
+    assert set(everything.models["model_version"]) == {"m0", "m1", "m2"}
+    nothing = health_report(history, datetime(2025, 1, 1, tzinfo=UTC), datetime(2025, 2, 1, tzinfo=UTC))
+    assert nothing.empty and nothing.mean_confidence is None and nothing.agreement is None
+    assert nothing.latency["p50_ms"].isna().all()
+
+
+def test_an_empty_history_is_an_empty_report(history):  # noqa: F811
+    report = health_report(history, *window_bounds("Last 7 days"))
+    assert report.empty and report.total == 0
+    assert report.confidence["predictions"].sum() == 0 and report.models.empty
+
+
+def test_named_windows_end_now():
+    now = datetime(2026, 3, 10, 12, tzinfo=UTC)
+    assert window_bounds("Last 24 hours", now) == (now - timedelta(hours=24), None)
+    assert window_bounds("Last 30 days", now) == (now - timedelta(days=30), None)
+    assert window_bounds("All time", now) == (None, None)
+    assert list(WINDOWS)[0] == "Last 24 hours"
+    with pytest.raises(ValueError, match="Unknown window"):
+        window_bounds("forever")
+
+
+def test_percentile_is_nearest_rank():
+    bins = pd.DataFrame({"bin": [0, 32, 64], "n": [1, 1, 2]})  # 1 ms, 2 ms, 4 ms ×2
+    assert percentile_from_bins(bins, 0.25) == pytest.approx(1)
+    assert percentile_from_bins(bins, 0.5) == pytest.approx(2)
+    assert percentile_from_bins(bins, 0.51) == pytest.approx(4)
+    assert percentile_from_bins(bins.iloc[0:0], 0.5) is None
+
+
+# ---------------------------------------------------------------- rollups agree with the raw rows
+
+moments = st.floats(min_value=0, max_value=6 * 86400, allow_nan=False)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(offsets=st.lists(moments, min_size=1, max_size=30), window=st.tuples(moments, moments),
+       confidences=st.lists(st.floats(0.05, 1.0), min_size=30, max_size=30))
+def test_embedded_rollups_agree_with_counting_rows(tmp_path_factory, offsets, window, confidences):
+    """Whole days come from the rollups, partial days from raw rows: any window must add up."""
+    origin = datetime(2026, 3, 1, tzinfo=UTC)
+    store = SqliteHistory(tmp_path_factory.mktemp("h") / EMBEDDED_FILE)
+    docs = [doc(origin + timedelta(seconds=o), f"m{i % 2}", "happy" if i % 3 else "sad", confidences[i],
+                (1.0 + i, 2.0, 3.0, 6.0 + i)) for i, o in enumerate(offsets)]
+    store.insert_documents(docs)
+    lo, hi = sorted(window)
+    start, end = origin + timedelta(seconds=lo), origin + timedelta(seconds=hi)
+    inside = [d for d in docs if start <= d["ts"] < end]
+    report = health_report(store, start, end)
+    assert report.total == len(inside)
+    if inside:
+        assert report.mean_confidence == pytest.approx(sum(d["confidence"] for d in inside) / len(inside))
+        assert report.low_confidence_share == pytest.approx(
+            sum(d["confidence"] < 0.5 for d in inside) / len(inside))
+        totals = sorted(d["latency_ms"]["total"] for d in inside)
+        p95 = totals[math.ceil(0.95 * len(totals)) - 1]
+        assert report.latency.set_index("stage").loc["total", "p95_ms"] == pytest.approx(p95, rel=0.011)
+        per_day = {}
+        for d in inside:
+            per_day[d["ts"].date()] = per_day.get(d["ts"].date(), 0) + 1
+        counted = report.confidence_daily.set_index("day")["predictions"]
+        assert {k.date(): v for k, v in counted.items()} == per_day
+    store.close()
+
+
+# ---------------------------------------------------------------- the served model's card
+
+CARD = {
+    "name": "fer-v2", "trained_at": "2026-03-01T08:00:00+00:00",
+    "classes": ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"],
+    "data": {"relabeled": {"counts": {"happy": 3, "sad": 1}}},
+    "val": {"n": 10, "accuracy": 0.7, "macro_f1": 0.6,
+            "per_class": {"happy": {"precision": 0.9, "recall": 0.8, "f1": 0.85, "support": 5},
+                          "sad": {"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 5}},
+            "confusion": [[1 if i == j else 0 for j in range(7)] for i in range(7)]},
+}
+
+
+def test_card_metrics_for_display_beside_the_live_ones(report):
+    metrics = card_metrics(CARD)
+    assert metrics.name == "fer-v2" and metrics.accuracy == 0.7 and metrics.macro_f1 == 0.6
+    assert metrics.trained_at == datetime(2026, 3, 1, 8, tzinfo=UTC)
+    assert metrics.per_class.set_index("expression").loc["happy", "f1"] == 0.85
+    assert len(metrics.confusion) == 49 and metrics.confusion["count"].sum() == 7
+    assert metrics.relabeled_in_training == {"happy": 3, "sad": 1}
+    both = f1_comparison(metrics, report)
+    assert set(both["source"]) == {"offline (validation set)", "live (people's answers)"}
+    happy = both[both["expression"] == "happy"].set_index("source")["f1"]
+    assert happy["offline (validation set)"] == 0.85
+    assert happy["live (people's answers)"] == pytest.approx(1.0)
+    assert card_metrics(None) is None
+
+
+def test_served_card_follows_the_model_setting(tmp_path):
+    (tmp_path / "fer-v2.keras").write_bytes(b"not read")
+    (tmp_path / "fer-v2.json").write_text(json.dumps(CARD))
+    assert served_card(Settings(model=str(tmp_path / "fer-v2.keras")))["name"] == "fer-v2"
+    assert served_card(Settings(), models_dir=tmp_path)["name"] == "fer-v2"
+    assert served_card(Settings(), models_dir=tmp_path / "empty") is None
+    assert served_card(Settings(model=str(tmp_path / "missing.keras"))) is None

@@ -1,0 +1,310 @@
+"""The history contract, the same on every backend: what is recorded, answers, bad input, outages."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from facexpr.config import Settings
+from facexpr.errors import LabelError
+from facexpr.history import (
+    EMBEDDED_FILE,
+    OUTBOX_FILE,
+    HistoryBuffered,
+    HistoryError,
+    HistoryUnavailable,
+    MongoHistory,
+    SqliteHistory,
+    feedback_safely,
+    open_history,
+    record_safely,
+)
+from facexpr.labels import EXPRESSIONS
+from tests.histories import FIXTURE, fake_prediction, history  # noqa: F401
+
+DOC_FIELDS = {"id", "ts", "model_version", "image_sha256", "face_index", "box", "expression", "confidence",
+              "probabilities", "latency_ms", "source"}
+
+
+def test_one_document_per_face_with_the_agreed_fields(history):  # noqa: F811
+    prediction = fake_prediction(faces=2)
+    before = datetime.now(UTC)
+    ids = history.record(prediction, "upload")
+    assert len(ids) == 2 and len(set(ids)) == 2
+    for i, record_id in enumerate(ids):
+        doc = history.get(record_id)
+        assert set(doc) == DOC_FIELDS
+        face = prediction.faces[i]
+        assert doc["face_index"] == i
+        assert doc["box"] == face.box.as_list()
+        assert doc["expression"] == face.expression
+        assert doc["confidence"] == pytest.approx(face.confidence, abs=1e-6)
+        assert set(doc["probabilities"]) == set(EXPRESSIONS)
+        assert doc["probabilities"][face.expression] == pytest.approx(face.confidence, abs=1e-6)
+        assert doc["latency_ms"] == {"decode": 1.5, "detect": 20.25, "classify": 3.0, "total": 24.75}
+        assert doc["model_version"] == "m-test" and doc["image_sha256"] == "ab" * 32
+        assert doc["source"] == "upload"
+        assert doc["ts"].utcoffset() == timedelta(0)
+        assert before - timedelta(seconds=1) <= doc["ts"] <= datetime.now(UTC) + timedelta(seconds=1)
+    assert history.count() == 2
+
+
+def test_no_face_records_nothing(history):  # noqa: F811
+    assert history.record(fake_prediction(faces=0), "cli") == []
+    assert history.count() == 0
+
+
+def test_feedback_is_attached_and_a_later_answer_replaces_it(history):  # noqa: F811
+    record_id = history.record(fake_prediction(faces=1), "camera")[0]
+    history.attach_feedback(record_id, "Sad ", False, "s3://bucket/relabeled/sad/x.png")
+    fb = history.get(record_id)["feedback"]
+    assert fb["label"] == "sad" and fb["confirmed"] is False
+    assert fb["object_key"] == "s3://bucket/relabeled/sad/x.png"
+    assert fb["ts"].utcoffset() == timedelta(0)
+    history.attach_feedback(record_id, "happy", True, None)  # the person changed their mind
+    fb = history.get(record_id)["feedback"]
+    assert (fb["label"], fb["confirmed"], fb["object_key"]) == ("happy", True, None)
+
+
+def test_bad_input_is_refused_with_a_clear_message(history):  # noqa: F811
+    record_id = history.record(fake_prediction(faces=1), "upload")[0]
+    with pytest.raises(LabelError, match="Unknown expression"):
+        history.attach_feedback(record_id, "grumpy", False, None)
+    with pytest.raises(HistoryError, match="Unknown source"):
+        history.record(fake_prediction(faces=1), "fax")
+    with pytest.raises(HistoryError, match="not a record id"):
+        history.attach_feedback("no-such-id", "sad", False, None)
+    assert history.count() == 1 and "feedback" not in history.get(record_id)
+
+
+def test_feedback_for_a_missing_record_is_an_error(history):  # noqa: F811
+    missing = "999999" if history.backend == "embedded" else "0123456789abcdef01234567"
+    with pytest.raises(HistoryError, match="No prediction record"):
+        history.attach_feedback(missing, "sad", False, None)
+
+
+def test_windows_count_by_utc_time(history):  # noqa: F811
+    history.insert_documents(FIXTURE)
+    assert history.count() == len(FIXTURE)
+    assert history.count(datetime(2026, 3, 8, 6, tzinfo=UTC), None) == 6
+    # Naive and other-zone times mean the same instants.
+    assert history.count(datetime(2026, 3, 9), datetime(2026, 3, 10)) == 2
+    assert history.count(datetime(2026, 3, 9, 1, tzinfo=UTC), datetime(2026, 3, 9, 12, tzinfo=UTC)) == 1
+
+
+def test_concurrent_sessions_lose_no_record(history):  # noqa: F811
+    errors: list[BaseException] = []
+
+    def session() -> None:
+        try:
+            for _ in range(5):
+                history.record(fake_prediction(faces=2), "upload")
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=session) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert history.count() == 40
+
+
+def test_record_safely_records_once_per_session_and_attaches_answers(history):  # noqa: F811
+    memo: dict = {}
+    prediction = fake_prediction(faces=2)
+    assert record_safely(history, prediction, "upload", memo) is None
+    assert record_safely(history, prediction, "upload", memo) is None  # a rerun of the page
+    assert history.count() == 2
+    assert feedback_safely(history, prediction, 1, "fear", False, "relabeled/fear/x.png", memo=memo) is None
+    answered = [d for d in (history.get(i) for i in memo[next(iter(memo))]) if "feedback" in d]
+    assert [(d["face_index"], d["feedback"]["label"]) for d in answered] == [(1, "fear")]
+
+
+def test_feedback_safely_records_first_when_needed(history):  # noqa: F811
+    prediction = fake_prediction(faces=1)
+    assert feedback_safely(history, prediction, 0, "happy", True, None) is None
+    assert history.count() == 1
+
+
+# ---------------------------------------------------------------- choosing a backend
+
+def test_embedded_is_the_default_and_persists_under_the_data_dir(tmp_path):
+    settings = Settings(data_dir=tmp_path / "data")
+    first = open_history(settings)
+    assert isinstance(first, SqliteHistory) and first.backend == "embedded"
+    record_id = first.record(fake_prediction(faces=1), "cli")[0]
+    first.close()
+    assert (tmp_path / "data" / EMBEDDED_FILE).is_file()
+    again = open_history(settings)
+    assert again.get(record_id)["source"] == "cli"
+    indexes = {row[1] for row in again._db.execute("PRAGMA index_list(predictions)")}
+    assert {"ix_predictions_ts", "ix_predictions_model_version"} <= indexes
+    assert again._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_a_mongodb_uri_selects_mongodb_without_touching_the_network(tmp_path):
+    settings = Settings(data_dir=tmp_path, mongodb_uri="mongodb://user:secret@127.0.0.1:9/?tls=false",
+                        mongodb_db="fx")
+    h = open_history(settings)
+    assert isinstance(h, MongoHistory) and h.backend == "mongodb"
+    assert "secret" not in h.location  # messages never show the password
+
+
+def test_mongodb_indexes_on_ts_and_model_version(tmp_path):
+    import mongomock
+
+    client = mongomock.MongoClient(tz_aware=True)
+    h = MongoHistory(client=client, db_name="fx", data_dir=tmp_path)
+    h.record(fake_prediction(faces=1), "upload")
+    keys = [[k for k, _ in ix["key"]] for ix in client["fx"]["predictions"].index_information().values()]
+    assert ["ts"] in keys and ["model_version"] in keys
+
+
+# ---------------------------------------------------------------- outages
+
+def closed_port() -> int:
+    """A loopback port nothing listens on."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def down_history(data_dir) -> MongoHistory:
+    return MongoHistory(f"mongodb://127.0.0.1:{closed_port()}/?directConnection=true", "fx", data_dir,
+                        timeout_ms=200)
+
+
+def test_an_outage_keeps_records_and_answers_locally_then_delivers_them_once(tmp_path):
+    import mongomock
+
+    down = down_history(tmp_path)
+    prediction = fake_prediction(faces=2)
+    with pytest.raises(HistoryBuffered, match="unreachable") as caught:
+        down.record(prediction, "upload")
+    ids = caught.value.record_ids
+    assert len(ids) == 2 and down.pending() == 1
+    # Later writes do not wait on the dead server again; they queue behind the first.
+    with pytest.raises(HistoryBuffered):
+        down.attach_feedback(ids[1], "surprise", False, "relabeled/surprise/y.png")
+    assert down.pending() == 2
+    with pytest.raises(HistoryUnavailable, match="unreachable"):
+        down.count()
+    down.close()
+
+    # The database is back (a new process: the outbox lives on disk under the data dir).
+    assert (tmp_path / OUTBOX_FILE).is_file()
+    client = mongomock.MongoClient(tz_aware=True)
+    back = MongoHistory(client=client, db_name="fx", data_dir=tmp_path)
+    assert back.pending() == 2
+    assert back.flush() == 2
+    assert back.pending() == 0
+    assert back.count() == 2
+    assert back.get(ids[1])["feedback"]["label"] == "surprise"
+    assert back.get(ids[0])["face_index"] == 0 and "feedback" not in back.get(ids[0])
+    assert back.flush() == 0  # nothing twice
+
+
+def test_a_delivery_retried_after_a_lost_reply_does_not_duplicate(tmp_path):
+    import mongomock
+
+    client = mongomock.MongoClient(tz_aware=True)
+    h = MongoHistory(client=client, db_name="fx", data_dir=tmp_path)
+    docs = [{"_id": __import__("bson").ObjectId(), **FIXTURE[0]}]
+    h.outbox.append([("insert", {"docs": docs})])
+    client["fx"]["predictions"].insert_one(dict(docs[0]))  # the first try got through, its reply was lost
+    assert h.flush() == 1
+    assert h.count() == 1 and h.pending() == 0
+
+
+def test_buffered_records_show_up_in_reads_once_the_database_is_back(tmp_path):
+    import mongomock
+
+    with pytest.raises(HistoryBuffered):
+        down_history(tmp_path).record(fake_prediction(faces=1), "upload")
+    back = MongoHistory(client=mongomock.MongoClient(tz_aware=True), db_name="fx", data_dir=tmp_path)
+    assert back.count() == 1  # reading flushes first
+    assert back.pending() == 0
+
+
+def test_record_safely_turns_an_outage_into_a_warning(tmp_path):
+    memo: dict = {}
+    down = down_history(tmp_path)
+    prediction = fake_prediction(faces=1)
+    warning = record_safely(down, prediction, "upload", memo)
+    assert warning and "unreachable" in warning and "kept locally" in warning
+    # The answer a person saves later is kept too, under the same record id.
+    warning = feedback_safely(down, prediction, 0, "angry", False, "relabeled/angry/z.png", memo=memo)
+    assert warning and "kept locally" in warning
+    assert down.pending() == 2
+
+
+def test_a_broken_uri_is_a_message_naming_the_setting(tmp_path):
+    h = MongoHistory("mongodb://[not-a-host", "fx", tmp_path)
+    warning = record_safely(h, fake_prediction(faces=1), "upload", {})
+    assert "FACEXPR_MONGODB_URI" in warning
+    assert h.pending() == 1  # still kept
+
+
+def test_embedded_store_that_cannot_be_opened_is_a_clear_error(tmp_path):
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(HistoryError, match="cannot be opened"):
+        SqliteHistory(tmp_path / "file" / EMBEDDED_FILE)
+
+
+def test_record_safely_never_raises(tmp_path):
+    class Broken:
+        def record(self, prediction, source):
+            raise RuntimeError("disk on fire")
+
+    warning = record_safely(Broken(), fake_prediction(faces=1), "upload", {})
+    assert "disk on fire" in warning
+
+
+def test_a_history_that_cannot_be_opened_is_a_warning_too():
+    def cannot_open():
+        raise HistoryError("The embedded history /nowhere cannot be opened: read-only file system")
+
+    assert "read-only" in record_safely(cannot_open, fake_prediction(faces=1), "upload", {})
+    assert "read-only" in feedback_safely(cannot_open, fake_prediction(faces=1), 0, "sad", False, None)
+
+
+def test_a_history_can_be_given_as_the_function_that_opens_it(tmp_path):
+    h = SqliteHistory(tmp_path / EMBEDDED_FILE)
+    memo: dict = {}
+    assert record_safely(lambda: h, fake_prediction(faces=1), "upload", memo) is None
+    assert feedback_safely(lambda: h, fake_prediction(faces=1), 0, "sad", False, None, memo=memo) is None
+    assert h.count() == 1 and h.get(next(iter(memo.values()))[0])["feedback"]["label"] == "sad"
+
+
+
+def test_embedded_history_works_when_tensorflow_loaded_sqlite_first(tmp_path):
+    """TensorFlow, imported by the app before any history, brings a libsqlite3 without floor/log2.
+    A fresh process is needed: in this one, sqlite3 was loaded first."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    script = (
+        "import tensorflow, sys\n"
+        "from datetime import datetime, UTC\n"
+        "from facexpr.config import Settings\n"
+        "from facexpr.history import open_history\n"
+        "from facexpr.labels import EXPRESSIONS\n"
+        "h = open_history(Settings(data_dir=sys.argv[1]))\n"
+        "h.insert_documents([{'ts': datetime.now(UTC), 'model_version': 'm', 'image_sha256': 'x',"
+        " 'face_index': 0,"
+        " 'box': [0, 0, 48, 48], 'expression': 'happy', 'confidence': 0.9,"
+        " 'probabilities': dict.fromkeys(EXPRESSIONS, 1 / 7),"
+        " 'latency_ms': {'decode': 1, 'detect': 2, 'classify': 3, 'total': 6}, 'source': 'cli'}])\n"
+        "print(h.count(), len(h.latency_bins(None, None)))\n"
+    )
+    run = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True,
+                         cwd=ROOT, env={**__import__("os").environ, "PYTHONPATH": str(ROOT)}, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.split()[0] == "1"

@@ -1,0 +1,29 @@
+"""The batch page: mixed good and bad files, table, CSV, history source=batch."""
+
+from streamlit.testing.v1 import AppTest
+
+from tests.conftest import ROOT
+
+
+def test_batch_lists_bad_files_and_classifies_the_rest(use_tiny_model, astronaut_bytes, two_faces_bytes):
+    at = AppTest.from_file(str(ROOT / "pages" / "batch.py"), default_timeout=60)
+    at.run()
+    assert "Choose several photos" in at.info[0].value
+    at.file_uploader(key="batch_upload").set_value([
+        ("a.jpg", astronaut_bytes, "image/jpeg"),
+        ("broken.png", b"\x89PNG\r\n\x1a\n garbage", "image/png"),
+        ("pair.png", two_faces_bytes, "image/png"),
+    ]).run()
+    assert not at.exception
+    assert "**3 files**, 3 faces, 1 could not be read" in at.markdown[0].value
+    assert at.error[0].value.startswith("broken.png: ")
+    table = at.dataframe[0].value
+    assert list(table["file"]) == ["a.jpg", "broken.png", "pair.png", "pair.png"]
+    assert table["thumbnail"].iloc[0].startswith("data:image/png;base64,")
+    assert len(at.get("download_button")) == 1
+    assert not at.warning
+
+    from facexpr.config import load_settings
+    from facexpr.history import open_history
+
+    assert open_history(load_settings()).count() == 3  # one history document per face

@@ -1,0 +1,115 @@
+"""The model-health page as a person sees it (Streamlit AppTest), driven by `health_window`."""
+
+from __future__ import annotations
+
+import socket
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from facexpr.history import EMBEDDED_FILE, SqliteHistory
+from tests.conftest import ROOT
+from tests.histories import doc
+
+PAGE = str(ROOT / "pages" / "model_health.py")
+
+
+def run_page(window: str | None = None) -> AppTest:
+    at = AppTest.from_file(PAGE, default_timeout=60)
+    at.run()
+    if window:
+        at.selectbox(key="health_window").set_value(window).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def metric(at: AppTest, label: str) -> str:
+    return next(m.value for m in at.metric if m.label.startswith(label))
+
+
+@pytest.fixture
+def recent_history(isolated_settings):
+    """Four faces over the last three days (one answered, one corrected) and one from last year."""
+    now = datetime.now(UTC)
+    history = SqliteHistory(isolated_settings / EMBEDDED_FILE)
+    history.insert_documents([
+        doc(now - timedelta(hours=1), "fer-v2", "happy", 0.9, (1, 20, 5, 26), ("happy", True)),
+        doc(now - timedelta(hours=2), "fer-v2", "sad", 0.4, (1, 22, 5, 28), ("angry", False)),
+        doc(now - timedelta(days=2), "fer-v1", "neutral", 0.8, (2, 30, 6, 38)),
+        doc(now - timedelta(days=3), "fer-v1", "fear", 0.3, (2, 31, 6, 39)),
+        doc(now - timedelta(days=400), "fer-v0", "angry", 0.7, (2, 31, 6, 39)),
+    ])
+    history.close()
+    return history
+
+
+def test_page_with_history_shows_the_live_figures(recent_history):
+    at = run_page()
+    assert at.selectbox(key="health_window").value == "Last 7 days"
+    assert metric(at, "Faces classified") == "4"
+    assert metric(at, "Mean confidence") == "60%"  # (0.9 + 0.4 + 0.8 + 0.3) / 4
+    assert metric(at, "Low confidence") == "50%"
+    assert metric(at, "Agreement with people") == "50%"  # one confirmed, one corrected
+    headers = [h.value for h in at.subheader]
+    for title in ("Predictions per day", "Confidence", "Agreement with people", "Latency by stage",
+                  "Model versions", "Relabels gathered"):
+        assert title in headers
+    assert len(at.get("vega_lite_chart")) >= 8
+    table = at.dataframe[0].value.set_index("model_version")
+    assert table.loc["fer-v2", "predictions"] == 2 and table.loc["fer-v1", "predictions"] == 2
+    assert not at.warning
+
+
+def test_the_window_changes_what_is_counted(recent_history):
+    assert metric(run_page("Last 24 hours"), "Faces classified") == "2"
+    assert metric(run_page("All time"), "Faces classified") == "5"
+
+
+def test_empty_history_gets_a_friendly_note(isolated_settings):
+    at = run_page()
+    assert any("No predictions recorded" in i.value for i in at.info)
+    assert not at.metric or all(not m.label.startswith("Faces") for m in at.metric)
+    assert not at.warning and not at.error
+
+
+def test_offline_card_metrics_beside_the_live_ones(recent_history, use_tiny_model):
+    at = run_page()
+    assert metric(at, "Validation accuracy · tiny-test") == "50%"  # the test card says 0.5
+    assert metric(at, "Live agreement with people") == "50%"
+    # The card was "trained" on 2026-01-01: both answers came after it.
+    assert any("since 2026-01-01" in c.value for c in at.caption)
+
+
+def test_an_unreachable_database_is_a_warning_not_a_failure(isolated_settings, monkeypatch):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("FACEXPR_MONGODB_URI", f"mongodb://127.0.0.1:{port}/?serverSelectionTimeoutMS=200"
+                                              "&connectTimeoutMS=200&directConnection=true")
+    at = run_page()
+    assert any("Database unreachable" in w.value for w in at.warning)
+    assert "Model health" in at.title[0].value
+
+
+def test_classified_and_corrected_photos_show_on_model_health(use_tiny_model, astronaut_bytes,
+                                                             two_faces_bytes):
+    """The issue's "done when": classify a few photos, correct one, and the page shows exactly those."""
+    from facexpr.labels import EXPRESSIONS
+
+    classify = AppTest.from_file(str(ROOT / "pages" / "classify.py"), default_timeout=60)
+    classify.run()
+    classify.file_uploader(key="upload").set_value(("one.jpg", astronaut_bytes, "image/jpeg")).run()
+    predicted = classify.subheader[0].value.lower()
+    other = next(e for e in EXPRESSIONS if e != predicted)
+    classify.selectbox(key="relabel_label").set_value(other).run()
+    classify.button(key="relabel_save").click().run()
+    classify.run()  # a rerun must not record the photo again
+    classify.file_uploader(key="upload").set_value(("two.png", two_faces_bytes, "image/png")).run()
+    assert not classify.exception and not classify.warning
+
+    at = run_page()
+    assert metric(at, "Faces classified") == "3"  # one face, then two
+    assert metric(at, "Agreement with people") == "0%"  # the one answer corrected the model
+    table = at.dataframe[0].value
+    assert list(table["model_version"]) == ["tiny-test"] and list(table["answered"]) == [1]
