@@ -5,6 +5,7 @@ This is the one facexpr module that imports Streamlit; everything it calls is pl
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import streamlit as st
 
 from facexpr.config import Settings, load_settings
 from facexpr.model import Classifier, load_classifier
+from facexpr.predict import Prediction, predict_image
 
 UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "gif"]
 
@@ -53,23 +55,16 @@ def model_selector() -> None:
                  help="Newest first. History records which model answered.")
 
 
-def classify_cached(data: bytes, mode: str = "auto"):
-    """Predict once per (upload, faces mode, model) in this session: widget reruns reuse it.
-
-    Returns (prediction, is_new); is_new tells the page this answer has not been recorded yet.
-    """
-    import hashlib
-
-    from facexpr.predict import predict_image
-
+def classify_cached(data: bytes, mode: str = "auto") -> Prediction:
+    """Predict once per (upload, faces mode, model) in this session: widget reruns reuse it."""
     classifier = served_classifier()
     key = ("prediction", hashlib.sha256(data).hexdigest(), mode, classifier.version)
     cached = st.session_state.get("_last_prediction")
     if cached is not None and cached[0] == key:
-        return cached[1], False
+        return cached[1]
     prediction = predict_image(data, classifier, mode)
     st.session_state["_last_prediction"] = (key, prediction)
-    return prediction, True
+    return prediction
 
 
 @st.cache_resource(show_spinner=False)

@@ -4,6 +4,7 @@ import streamlit as st
 
 from facexpr.charts import draw_faces, probability_chart
 from facexpr.errors import FacexprError
+from facexpr.explain import grad_cam, overlay
 from facexpr.history import feedback_safely, record_safely
 from facexpr.labels import EXPRESSIONS, INDEX
 from facexpr.relabel import RelabelSummary, relabel_summary, save_relabel
@@ -18,12 +19,17 @@ def relabel_counts(_settings, uri: str, since: str | None, saves: tuple[str, ...
 
 
 st.title("Classify a headshot")
-st.caption("Upload a black-and-white or colour photo. facexpr finds each face, shows it as the "
-           "model sees it (gray), and tells which of seven expressions it shows.")
+st.caption("Upload a black-and-white or colour photo, or take one with your camera. facexpr finds each "
+           "face, shows it as the model sees it (gray), and tells which of seven expressions it shows.")
 
-uploaded = st.file_uploader("Headshot photo", type=UPLOAD_TYPES, key="upload")
+use_camera = st.toggle("Use the camera instead", key="use_camera")
+if use_camera:
+    uploaded, source = st.camera_input("Take a photo", key="camera"), "camera"
+else:
+    uploaded, source = st.file_uploader("Headshot photo", type=UPLOAD_TYPES, key="upload"), "upload"
 if uploaded is None:
-    st.info("Choose a photo to classify (JPEG, PNG, WebP, BMP, TIFF or GIF, up to 20 MB).")
+    st.info("Take a photo to classify." if use_camera else
+            "Choose a photo to classify (JPEG, PNG, WebP, BMP, TIFF or GIF, up to 20 MB).")
     st.stop()
 
 data = uploaded.getvalue()
@@ -31,7 +37,7 @@ whole_key = f"whole_image_{uploaded.file_id}"
 mode = "whole" if st.session_state.get(whole_key) else "auto"
 try:
     with st.spinner("Finding faces and reading expressions…"):
-        prediction, is_new = classify_cached(data, mode)
+        prediction = classify_cached(data, mode)
 except FacexprError as exc:
     st.error(f"{uploaded.name}: {exc}")
     st.stop()
@@ -71,6 +77,10 @@ with answer_col:
             head.write(f"confidence **{face.confidence:.0%}**")
             crop.image(face.crop, caption="48×48 crop", width=72)
             st.altair_chart(probability_chart(face.probabilities), width="stretch")
+            if st.toggle("Show what drove this answer", key=f"explain{suffix}"):
+                heat = grad_cam(served_classifier(), face.crop)  # only when asked: a backward pass
+                st.image(overlay(face.crop, heat), width=192,
+                         caption=f"Regions that raised “{face.expression}” (Grad-CAM): hotter is stronger")
             # Confirm or correct: facexpr.relabel stores the crop (or keeps it in the outbox).
             chosen = st.selectbox("True expression", EXPRESSIONS, index=INDEX[face.expression],
                                   format_func=str.capitalize, key=f"relabel_label{suffix}")
@@ -85,7 +95,7 @@ with answer_col:
                 else:
                     saved_answers[(prediction.image_sha256, prediction.mode, i)] = saved
                     history_note = feedback_safely(get_history, prediction, i, saved.label, saved.confirmed,
-                                                   saved.object_key, memo=st.session_state)
+                                                   saved.object_key, source=source, memo=st.session_state)
                     if history_note:
                         st.warning(history_note)
             if saved is not None:
@@ -100,6 +110,6 @@ with answer_col:
                + (f" · counts unavailable: {summary.error}" if summary.error else ""))
 
 # Recorded only now, after the answer is on screen, so the database never delays it (once per session).
-history_note = record_safely(get_history, prediction, "upload", memo=st.session_state)
+history_note = record_safely(get_history, prediction, source, memo=st.session_state)
 if history_note:
     st.warning(history_note)

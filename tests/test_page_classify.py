@@ -56,3 +56,29 @@ def test_two_faces_get_two_answers(page, two_faces_bytes):
     upload(page, "pair.png", two_faces_bytes, "image/png")
     assert not page.exception
     assert [s.value.split(":")[0] for s in page.subheader] == ["Face 1", "Face 2"]
+
+
+def test_camera_photo_is_answered_and_recorded_as_camera(page, astronaut_bytes):
+    page.toggle(key="use_camera").set_value(True).run()
+    assert "Take a photo" in page.info[0].value
+    page.camera_input(key="camera").set_value(("photo.jpg", astronaut_bytes, "image/jpeg"))
+    page.run()
+    assert not page.exception and len(page.subheader) == 1
+
+    import hashlib
+
+    from facexpr.config import load_settings
+    from facexpr.history import open_history
+
+    memo_key = f"_history_ids:{hashlib.sha256(astronaut_bytes).hexdigest()}:detect:tiny-test:camera"
+    (record_id,) = page.session_state[memo_key]
+    doc = open_history(load_settings()).get(record_id)
+    assert doc["source"] == "camera"
+
+
+def test_heatmap_appears_only_when_asked(page, astronaut_bytes):
+    upload(page, "astronaut.jpg", astronaut_bytes)
+    assert len(page.get("image")) == 2
+    page.toggle(key="explain").set_value(True).run()
+    assert not page.exception
+    assert len(page.get("image")) == 3 and "Grad-CAM" in page.get("image")[2].proto.imgs[0].caption
