@@ -37,9 +37,11 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     classifier = load_classifier(_model_path(args))
     any_bad = False
+    answered = []
     for path in args.images:
         try:
             prediction = predict_image(_read_input(path), classifier, args.faces)
+            answered.append(prediction)
             result = {"path": path, **prediction.to_dict()}
         except FacexprError as exc:
             any_bad = True
@@ -54,6 +56,13 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             answers = ", ".join(f"{f['expression']} {f['confidence']:.0%} at {f['box']}"
                                 for f in result["faces"])
             print(f"{path}: {answers} ({result['latency_ms']['total']:.0f} ms)", flush=True)
+    if args.record:
+        from facexpr.config import load_settings
+        from facexpr.history import open_history, record_batch_safely
+
+        warning = record_batch_safely(lambda: open_history(load_settings()), answered, "cli")
+        if warning:
+            print(f"warning: {warning}", file=sys.stderr)
     return 2 if any_bad else 0
 
 
@@ -123,6 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto: images ≤ 64 px are ready crops, larger ones are searched for faces")
     p.add_argument("--model", default=None,
                    help="model file (default: FACEXPR_MODEL, else the newest card in models/)")
+    p.add_argument("--no-record", dest="record", action="store_false",
+                   help="do not add the answers to the prediction history (recorded with source=cli)")
     p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser("evaluate", help="score a labelled folder DIR/<expression>/<image>")

@@ -60,3 +60,17 @@ def test_evaluate_prints_the_report_as_json(tmp_path, tiny_model_path, capsys):
 def test_evaluate_on_a_missing_folder_says_so(tmp_path, tiny_model_path, capsys):
     assert main(["evaluate", str(tmp_path / "nope"), "--model", str(tiny_model_path)]) == 2
     assert "is not a folder" in capsys.readouterr().err
+
+
+def test_predictions_are_recorded_in_the_history_unless_asked_not_to(tmp_path, astronaut_bytes,
+                                                                      tiny_model_path, capsys):
+    from facexpr.config import load_settings
+    from facexpr.history import open_history
+
+    (tmp_path / "a.jpg").write_bytes(astronaut_bytes)
+    (tmp_path / "bad.png").write_bytes(b"junk")
+    main(["predict", str(tmp_path / "a.jpg"), str(tmp_path / "bad.png"), "--model", str(tiny_model_path)])
+    history = open_history(load_settings())
+    assert history.count() == 1  # the one face; the bad file leaves no trace
+    main(["predict", str(tmp_path / "a.jpg"), "--no-record", "--model", str(tiny_model_path)])
+    assert history.count() == 1
