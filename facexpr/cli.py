@@ -82,6 +82,25 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_import_fer2013(args: argparse.Namespace) -> int:
+    from facexpr.data import import_fer2013
+
+    counts = import_fer2013(args.csv, args.out)
+    for split, per_class in counts.items():
+        listing = "  ".join(f"{k} {v}" for k, v in per_class.items())
+        print(f"{split}: {sum(per_class.values())} images  {listing}")
+    return 0
+
+
+def _cmd_upload_dataset(args: argparse.Namespace) -> int:
+    from facexpr.data import upload_dataset
+
+    counts = upload_dataset(args.dir, args.to)
+    print(f"uploaded {sum(counts.values())} images to {args.to}  "
+          + "  ".join(f"{k} {v}" for k, v in counts.items()))
+    return 0
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from facexpr.config import load_settings
     from facexpr.train import Recipe, train
@@ -142,6 +161,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--faces", choices=["auto", "detect", "crop"], default="auto")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("import-fer2013", help="Kaggle fer2013.csv → image layout (train/ val/ test/)")
+    p.add_argument("csv", metavar="CSV")
+    p.add_argument("--out", required=True, help="local folder or s3://bucket/prefix")
+    p.set_defaults(func=_cmd_import_fer2013)
+
+    p = sub.add_parser("upload-dataset", help="put a local image layout into S3")
+    p.add_argument("dir", metavar="DIR")
+    p.add_argument("--to", required=True, help="s3://bucket/prefix (or another local folder)")
+    p.set_defaults(func=_cmd_upload_dataset)
 
     p = sub.add_parser("train", help="train a model from an image layout (+ relabeled images)")
     p.add_argument("--data", required=True, help="local folder or s3://bucket/prefix (with train/ and val/)")

@@ -6,14 +6,19 @@ people's relabeled images the same way.
 
 from __future__ import annotations
 
+import csv
 import io
+import os
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from facexpr.errors import DataError, FacexprError
+from facexpr.imaging import encode_png
 from facexpr.labels import EXPRESSIONS, INDEX
 from facexpr.model import CROP_SIZE
 from facexpr.store import open_store
@@ -80,3 +85,72 @@ def load_layout(uri: str, required: bool = True, workers: int = 8) -> Dataset:
     images = np.stack([c for c, _ in good]) if good else np.zeros((0, CROP_SIZE, CROP_SIZE), np.uint8)
     labels = np.array([label for _, label in good], dtype=np.int64)
     return Dataset(images, labels, uri, skipped=len(keys) - len(good))
+
+
+FER2013_SPLITS = {"Training": "train", "PublicTest": "val", "PrivateTest": "test"}
+
+
+def _progress(done: int, total: int, what: str) -> None:
+    """A one-line progress bar on stderr (kept off stdout so output stays parseable)."""
+    width = 30
+    filled = width * done // max(total, 1)
+    end = "\n" if done == total else ""
+    print(f"\r{what} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}", end=end, file=sys.stderr,
+          flush=True)
+
+
+def import_fer2013(csv_path: str | os.PathLike, out_uri: str, workers: int = 8) -> dict[str, dict[str, int]]:
+    """Kaggle's fer2013.csv (emotion, pixels, Usage) → `<split>/<expression>/<row>.png` at OUT_URI.
+
+    Rows are numbered from 0 (header excluded) and zero-padded to 5 digits, as in the shared copy.
+    Returns counts per split and expression.
+    """
+    path = Path(csv_path)
+    try:
+        with path.open(newline="") as f:
+            rows = list(csv.DictReader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"Cannot read {path}: {exc}") from exc
+    if not rows or not {"emotion", "pixels", "Usage"} <= set(rows[0]):
+        raise DataError(f"{path} is not Kaggle's fer2013.csv (columns emotion, pixels, Usage).")
+    store = open_store(out_uri)
+    counts: dict[str, dict[str, int]] = {}
+    jobs = []
+    for index, row in enumerate(rows):
+        try:
+            label = EXPRESSIONS[int(row["emotion"])]
+            pixels = np.array(row["pixels"].split(), dtype=np.uint8).reshape(CROP_SIZE, CROP_SIZE)
+            split = FER2013_SPLITS[row["Usage"]]
+        except (ValueError, IndexError, KeyError) as exc:
+            raise DataError(f"{path} row {index}: {exc}") from exc
+        jobs.append((f"{split}/{label}/{index:05d}.png", pixels))
+        counts.setdefault(split, dict.fromkeys(EXPRESSIONS, 0))[label] += 1
+    _put_all(store, ((key, lambda p=pixels: encode_png(p)) for key, pixels in jobs), len(jobs),
+             "import", workers)
+    return counts
+
+
+def upload_dataset(local_dir: str | os.PathLike, to_uri: str, workers: int = 8) -> dict[str, int]:
+    """Copy an image layout (any `…/<expression>/<name>.png` below LOCAL_DIR) to TO_URI, same keys."""
+    root = Path(local_dir)
+    if not root.is_dir():
+        raise DataError(f"{root} is not a folder.")
+    files = sorted(p for p in root.rglob("*.png") if p.parent.name in INDEX)
+    if not files:
+        raise DataError(f"No images under {root}/…/<expression>/*.png.")
+    store = open_store(to_uri)
+    _put_all(store, ((p.relative_to(root).as_posix(), p.read_bytes) for p in files), len(files),
+             "upload", workers)
+    counts = dict.fromkeys(EXPRESSIONS, 0)
+    for p in files:
+        counts[p.parent.name] += 1
+    return counts
+
+
+def _put_all(store, jobs, total: int, what: str, workers: int) -> None:
+    done = 0
+    with ThreadPoolExecutor(workers) as pool:
+        for _ in pool.map(lambda job: store.put(job[0], job[1]()), jobs):
+            done += 1
+            if done % 200 == 0 or done == total:
+                _progress(done, total, what)
