@@ -46,7 +46,8 @@ def probability_chart(probabilities: Sequence[float]) -> alt.Chart:
         .encode(
             x=alt.X("confidence:Q", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%"),
                     title="confidence"),
-            y=alt.Y("expression:N", sort=list(EXPRESSIONS), title=None),
+            # labelOverlap off: Vega otherwise hides every other name at this height in Streamlit's theme
+            y=alt.Y("expression:N", sort=list(EXPRESSIONS), title=None, axis=alt.Axis(labelOverlap=False)),
             color=alt.condition(alt.datum.predicted, alt.value("#e4572e"), alt.value("#9aa5b1")),
             tooltip=["expression", alt.Tooltip("confidence:Q", format=".1%")],
         )

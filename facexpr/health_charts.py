@@ -14,7 +14,8 @@ from facexpr.labels import EXPRESSIONS
 PALETTE = ["#d1495b", "#66a182", "#8d6a9f", "#edae49", "#00798c", "#f78c6b", "#9aa5b1"]  # FER2013 order
 AGREE, CORRECT = "#2a9d8f", "#e76f51"
 EXPRESSION_COLOUR = alt.Scale(domain=list(EXPRESSIONS), range=PALETTE)
-DAY = alt.X("yearmonthdate(day):T", title=None, axis=alt.Axis(format="%b %d", labelAngle=0))
+# Ordinal days: a bar per day with data (a temporal axis would stretch a single day across the chart).
+DAY = alt.X("yearmonthdate(day):O", title=None, axis=alt.Axis(format="%b %d", labelAngle=0))
 
 
 def _nothing(frame: pd.DataFrame | None, column: str | None = None) -> bool:

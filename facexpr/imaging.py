@@ -6,6 +6,7 @@ Limits are checked from the header before any pixel is decoded, so a pixel bomb 
 from __future__ import annotations
 
 import io
+import re
 import struct
 import warnings
 
@@ -50,6 +51,13 @@ def _gray(im: Image.Image) -> np.ndarray:
     return np.asarray(im.convert("L"), dtype=np.uint8)
 
 
+def _bomb_error(exc: Exception, max_pixels: int) -> ImageError:
+    """Pillow's own bomb guard fires at open for huge headers: say it in our limit's words."""
+    found = re.search(r"\((\d+) pixels\)", str(exc))
+    size = f" is {int(found.group(1)) / 1e6:.0f} MP;" if found else " is too large to open safely;"
+    return ImageError(f"The image{size} the limit is {max_pixels / 1e6:.0f} MP.")
+
+
 def decode_gray(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Decode image bytes to a (H, W) uint8 gray array with EXIF orientation applied.
 
@@ -64,7 +72,7 @@ def decode_gray(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             im = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as exc:
-        raise ImageError(f"The image is too large to open safely ({exc}).") from None
+        raise _bomb_error(exc, max_pixels) from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, TypeError, EOFError):
         raise ImageError("This file is not an image facexpr can read "
                          "(use JPEG, PNG, WebP, BMP, TIFF or GIF).") from None
@@ -85,7 +93,7 @@ def decode_gray(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
                 oriented = im
             gray = _gray(oriented)
         except Image.DecompressionBombError as exc:
-            raise ImageError(f"The image is too large to open safely ({exc}).") from None
+            raise _bomb_error(exc, max_pixels) from None
         except (OSError, ValueError, SyntaxError, TypeError, EOFError, IndexError, MemoryError,
                 struct.error):
             raise ImageError("The image file is damaged or truncated and cannot be decoded.") from None
