@@ -1,4 +1,4 @@
-"""`python -m facexpr …`: predict, evaluate, train, import-fer2013, upload-dataset."""
+"""`python -m facexpr …`: predict, evaluate, train, sync, import-fer2013, upload-dataset."""
 
 from __future__ import annotations
 
@@ -76,10 +76,14 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     else:
         print(f"{result['n']} images, accuracy {result['accuracy']:.4f}, macro F1 {result['macro_f1']:.4f}, "
               f"faces found {result['faces_found']}/{result['n']}")
-        for name, c in result["per_class"].items():
-            print(f"  {name:9s} precision {c['precision']:.3f}  recall {c['recall']:.3f}  "
-                  f"f1 {c['f1']:.3f}  support {c['support']}")
+        _print_per_class(result)
     return 0
+
+
+def _print_per_class(report: dict) -> None:
+    for name, c in report["per_class"].items():
+        print(f"  {name:9s} precision {c['precision']:.3f}  recall {c['recall']:.3f}  "
+              f"f1 {c['f1']:.3f}  support {c['support']}")
 
 
 def _cmd_import_fer2013(args: argparse.Namespace) -> int:
@@ -116,9 +120,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     print(f"\nWrote {args.out}.keras and {args.out}.json")
     print(f"val accuracy {val['accuracy']:.4f}  macro F1 {val['macro_f1']:.4f}  (n={val['n']}, "
           f"{card['epochs']} epochs, {card['wall_time_s']:.0f} s)")
-    for name, c in val["per_class"].items():
-        print(f"  {name:9s} precision {c['precision']:.3f}  recall {c['recall']:.3f}  "
-              f"f1 {c['f1']:.3f}  support {c['support']}")
+    _print_per_class(val)
     return 0
 
 
