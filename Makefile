@@ -21,3 +21,7 @@ test: setup
 
 lint: setup
 	$(VENV)/bin/ruff check .
+
+bench: setup
+	$(PY) -m pip install --quiet --no-deps -r benchmarks/requirements.txt
+	$(PY) -m benchmarks

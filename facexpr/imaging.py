@@ -88,10 +88,11 @@ def decode_gray(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
             im.seek(0)
             im.load()
             try:
-                oriented = ImageOps.exif_transpose(im)
+                # In place: an upright photo (the usual case) is then not copied whole first.
+                ImageOps.exif_transpose(im, in_place=True)
             except Exception:  # a broken EXIF block should not cost the picture
-                oriented = im
-            gray = _gray(oriented)
+                pass
+            gray = _gray(im)
         except Image.DecompressionBombError as exc:
             raise _bomb_error(exc, max_pixels) from None
         except (OSError, ValueError, SyntaxError, TypeError, EOFError, IndexError, MemoryError,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from facexpr.labels import EXPRESSIONS, NUM_CLASSES
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of CLI output
 
 CROP_SIZE = 48
+BATCH_SIZE = 128  # crops per call (×2 with flip averaging): throughput is flat from 64 up (benchmarks/)
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 
 
@@ -79,35 +81,49 @@ def list_models(models_dir: Path = MODELS_DIR) -> list[Path]:
 
 @dataclass
 class Classifier:
-    """A loaded model and its card; `predict` maps crops to class probabilities."""
+    """A loaded model and its card; `predict` maps crops to class probabilities.
+
+    `fast` (the default) serves a compiled copy of the network with batch norm folded into the
+    convolutions, and a TFLite copy for single crops; both are checked to give the Keras
+    model's probabilities within 1e-3 (facexpr.inference). fast=False runs Keras itself.
+    """
 
     network: Any
     card: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
     flip_average: bool = True
+    fast: bool = True
 
     def __post_init__(self) -> None:
         import tensorflow as tf
 
-        network = self.network
+        from facexpr.inference import compile_plan, keras_forward
 
+        shape = (CROP_SIZE, CROP_SIZE, 1)
+        forward = compile_plan(self.network, shape, self.flip_average) if self.fast else None
         # One traced graph with a fixed signature: no retracing per batch size, no Keras
         # call overhead per request.
-        @tf.function(input_signature=[tf.TensorSpec([None, CROP_SIZE, CROP_SIZE, 1], tf.float32)],
-                     reduce_retracing=True)
-        def forward(x):
-            probs = network(x, training=False)
-            if self.flip_average:
-                probs = (probs + network(tf.reverse(x, axis=[2]), training=False)) / 2.0
-            return probs
+        self._forward = forward or tf.function(keras_forward(self.network, self.flip_average),
+                                               input_signature=[tf.TensorSpec([None, *shape], tf.float32)])
+        self.backend = "folded" if forward is not None else "keras"
+        self._single: Any = None  # the TFLite copy for one crop, made on the first single-crop call
+        self._single_lock = threading.Lock()
 
-        self._forward = forward
+    def _single_crop_forward(self) -> Any:
+        """The TFLite copy, converted once (~0.2 s) where folding worked; else None."""
+        from facexpr.inference import to_lite
+
+        if self._single is None and self.backend == "folded":
+            with self._single_lock:
+                if self._single is None:
+                    self._single = to_lite(self._forward, (CROP_SIZE, CROP_SIZE, 1)) or False
+        return self._single or None
 
     @property
     def version(self) -> str:
         return str(self.card.get("name") or (self.path.stem if self.path else "unsaved"))
 
-    def predict(self, crops: np.ndarray, batch_size: int = 512) -> np.ndarray:
+    def predict(self, crops: np.ndarray, batch_size: int = BATCH_SIZE) -> np.ndarray:
         """crops: (N, 48, 48) uint8 → (N, 7) float probabilities summing to 1."""
         crops = np.asarray(crops)
         if crops.ndim == 2:
@@ -117,6 +133,11 @@ class Classifier:
         if len(crops) == 0:
             return np.zeros((0, NUM_CLASSES), np.float32)
         x = crops.astype(np.float32)[..., None]
+        single = self._single_crop_forward() if len(x) == 1 else None
+        if single is not None:
+            probs = single(x)
+            if probs is not None:  # None: another thread holds the interpreter
+                return probs.astype(np.float32)
         out = [self._forward(x[i:i + batch_size]).numpy() for i in range(0, len(x), batch_size)]
         return np.concatenate(out).astype(np.float32)
 

@@ -46,3 +46,19 @@ def test_ready_crops_and_whole_image():
     assert not is_ready_crop(np.zeros((65, 40), np.uint8))
     box, crop = whole_image_crop(np.zeros((200, 300), np.uint8))
     assert box == Box(50, 0, 200, 200) and crop.shape == (48, 48)
+
+
+def test_a_face_too_small_for_the_first_pass_is_found_by_the_second(astronaut_bytes):
+    import cv2
+
+    from facexpr.faces import COARSE_PASSES, DETECT_MAX_SIDE
+
+    gray = decode_gray(astronaut_bytes)
+    (face,) = detect_faces(gray)
+    small = cv2.resize(gray, (370, 370), interpolation=cv2.INTER_AREA)
+    canvas = np.pad(small, ((0, 230), (0, 430)), mode="edge")  # 800×600: the face is ~12 % of 600 px
+    side = face.w * 370 / 512
+    coarsest = max(size for size, _ in COARSE_PASSES)
+    assert side * coarsest / 800 < 24 <= side * DETECT_MAX_SIDE / 800  # below the cheap passes' window
+    (found,) = detect_faces(canvas)
+    assert abs(found.x - face.x * 370 / 512) < 15 and abs(found.y - face.y * 370 / 512) < 15

@@ -1,0 +1,1 @@
+"""Side-by-side speed measurements, run by hand (never in CI): `python -m benchmarks`."""

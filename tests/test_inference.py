@@ -1,0 +1,80 @@
+"""The fast inference paths give the plain Keras model's answers (within 1e-3), or are not used."""
+
+import numpy as np
+import pytest
+
+from facexpr.inference import AGREEMENT_TOL, plan_network
+from facexpr.model import Classifier, build_network, load_classifier
+from tests.conftest import shipped_card
+
+RNG = np.random.default_rng(7)
+CROPS = RNG.integers(0, 256, (40, 48, 48), dtype=np.uint8)
+
+
+def _with_trained_statistics(network, seed: int = 0):
+    """An untrained network's batch norms are identities; give them a trained net's spread so
+    the folding is really exercised."""
+    rng = np.random.default_rng(seed)
+    for layer in network.layers:
+        if layer.__class__.__name__ == "BatchNormalization":
+            n = layer.gamma.shape[0]
+            layer.gamma.assign(rng.uniform(0.5, 1.5, n).astype(np.float32))
+            layer.beta.assign(rng.normal(0, 0.3, n).astype(np.float32))
+            layer.moving_mean.assign(rng.normal(0, 0.5, n).astype(np.float32))
+            layer.moving_variance.assign(rng.uniform(0.2, 3.0, n).astype(np.float32))
+    return network
+
+
+def _agree(fast: Classifier, reference: Classifier, crops: np.ndarray) -> None:
+    assert fast._single_crop_forward() is not None  # the TFLite copy is really the one answering
+    expected = reference.predict(crops)
+    assert np.abs(fast.predict(crops) - expected).max() < AGREEMENT_TOL  # the batched graph
+    one_by_one = np.concatenate([fast.predict(c[None]) for c in crops[:8]])  # the single-crop path
+    assert np.abs(one_by_one - expected[:8]).max() < AGREEMENT_TOL
+
+
+@pytest.mark.parametrize("flip", [True, False])
+def test_folded_network_agrees_with_keras(flip):
+    network = _with_trained_statistics(build_network(widths=(8, 16)))
+    fast = Classifier(network, flip_average=flip)
+    assert fast.backend == "folded"
+    _agree(fast, Classifier(network, flip_average=flip, fast=False), CROPS)
+
+
+def test_tiny_test_model_is_served_folded(tiny_classifier):
+    assert tiny_classifier.backend == "folded"
+    _agree(tiny_classifier, Classifier(tiny_classifier.network, fast=False), CROPS)
+
+
+def test_a_network_it_cannot_fold_is_served_by_keras():
+    import keras
+    from keras import layers
+
+    inputs = keras.Input((48, 48, 1))
+    x = layers.Conv2D(4, 3, padding="same")(inputs)
+    x = layers.LayerNormalization()(x)  # not a kind the folding knows
+    x = layers.GlobalAveragePooling2D()(x)
+    odd = keras.Model(inputs, layers.Dense(7, activation="softmax")(x))
+    assert plan_network(odd) is None
+    classifier = Classifier(odd)
+    assert classifier.backend == "keras"
+    probs = classifier.predict(CROPS[:3])
+    assert probs.shape == (3, 7) and np.allclose(probs.sum(axis=1), 1, atol=1e-5)
+
+
+def test_a_branching_network_is_not_folded():
+    import keras
+    from keras import layers
+
+    inputs = keras.Input((48, 48, 1))
+    a = layers.Conv2D(4, 3, padding="same")(inputs)
+    b = layers.Conv2D(4, 3, padding="same")(inputs)
+    x = layers.GlobalAveragePooling2D()(layers.Add()([a, b]))
+    assert plan_network(keras.Model(inputs, layers.Dense(7, activation="softmax")(x))) is None
+
+
+@pytest.mark.skipif(shipped_card() is None, reason="no model committed in models/ yet")
+def test_shipped_model_fast_paths_agree_with_keras():
+    served = load_classifier()
+    assert served.backend == "folded"
+    _agree(served, Classifier(served.network, fast=False), CROPS)
