@@ -42,7 +42,8 @@ st.dataframe(shown, hide_index=True, width="stretch", column_config={
 })
 st.altair_chart(alt.Chart(summary(table)).mark_bar(color="#e4572e").encode(
     x=alt.X("faces:Q", title="faces", axis=alt.Axis(tickMinStep=1)),
-    y=alt.Y("expression:N", sort=None, title=None)).properties(height=210), width="stretch")
+    y=alt.Y("expression:N", sort=None, title=None, axis=alt.Axis(labelOverlap=False)),
+).properties(height=210), width="stretch")
 st.download_button("Download CSV", to_csv(table), file_name="facexpr-batch.csv", mime="text/csv",
                    key="batch_csv")
 
