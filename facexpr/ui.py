@@ -14,6 +14,7 @@ import streamlit as st
 from facexpr.config import Settings, load_settings
 from facexpr.model import Classifier, load_classifier
 from facexpr.predict import Prediction, predict_image
+from facexpr.relabel import RelabelSummary, relabel_summary
 
 UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "gif"]
 
@@ -83,3 +84,12 @@ def get_history():
     """
     settings = get_settings()
     return _open_history(str(settings.data_dir), settings.mongodb_uri, settings.mongodb_db)
+
+
+@st.cache_data(ttl=60, show_spinner=False)
+def relabel_counts(_settings: Settings, uri: str, since: str | None,
+                   saves: tuple[str, ...]) -> RelabelSummary:
+    """Relabeled images per class since SINCE. Cached: listing S3 on every rerun would be slow,
+    and an outage would stall each one. URI and SAVES are in the cache key so a changed store and
+    this session's own saves show at once."""
+    return relabel_summary(_settings, since)

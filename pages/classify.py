@@ -7,16 +7,15 @@ from facexpr.errors import FacexprError
 from facexpr.explain import grad_cam, overlay
 from facexpr.history import feedback_safely, record_safely
 from facexpr.labels import EXPRESSIONS, INDEX
-from facexpr.relabel import RelabelSummary, relabel_summary, save_relabel
-from facexpr.ui import UPLOAD_TYPES, classify_cached, get_history, get_settings, served_classifier
-
-
-@st.cache_data(ttl=60, show_spinner=False)
-def relabel_counts(_settings, uri: str, since: str | None, saves: tuple[str, ...]) -> RelabelSummary:
-    """Cached: listing S3 on every rerun would be slow, and an outage would stall each one.
-    SAVES is in the key so this session's own saves show at once."""
-    return relabel_summary(_settings, since)
-
+from facexpr.relabel import save_relabel
+from facexpr.ui import (
+    UPLOAD_TYPES,
+    classify_cached,
+    get_history,
+    get_settings,
+    relabel_counts,
+    served_classifier,
+)
 
 st.title("Classify a headshot")
 st.caption("Upload a black-and-white or colour photo, or take one with your camera. facexpr finds each "
