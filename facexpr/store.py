@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -217,70 +219,61 @@ class S3Store:
                                     "(if this persists, check AWS_ENDPOINT_URL).")
         return StoreUnavailable(f"S3 request failed for {where}: {exc}")
 
-    def put(self, key: str, data: bytes, metadata: dict[str, str] | None = None) -> str:
-        content_type = "image/png" if key.endswith(".png") else "application/octet-stream"
+    @contextmanager
+    def _errors(self, key: str = "") -> Iterator[None]:
+        """Any boto3 failure inside becomes a StoreError or StoreUnavailable naming what to fix."""
         try:
-            self.client.put_object(Bucket=self.bucket, Key=self.prefix + _check_key(key), Body=data,
-                                   ContentType=content_type, Metadata=clean_metadata(metadata))
+            yield
         except FacexprError:
             raise
         except Exception as exc:
             raise self._translate(exc, key) from exc
+
+    def _key(self, key: str) -> str:
+        return self.prefix + _check_key(key)
+
+    def put(self, key: str, data: bytes, metadata: dict[str, str] | None = None) -> str:
+        content_type = "image/png" if key.endswith(".png") else "application/octet-stream"
+        with self._errors(key):
+            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data,
+                                   ContentType=content_type, Metadata=clean_metadata(metadata))
         return self.location(key)
 
     def get(self, key: str) -> bytes:
-        try:
-            answer = self.client.get_object(Bucket=self.bucket, Key=self.prefix + _check_key(key))
-            return answer["Body"].read()
-        except FacexprError:
-            raise
-        except Exception as exc:
-            raise self._translate(exc, key) from exc
+        with self._errors(key):
+            return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
 
     def metadata(self, key: str) -> dict[str, str]:
-        try:
-            return self.client.head_object(Bucket=self.bucket, Key=self.prefix + _check_key(key))["Metadata"]
-        except FacexprError:
-            raise
-        except Exception as exc:
-            raise self._translate(exc, key) from exc
+        with self._errors(key):
+            return self.client.head_object(Bucket=self.bucket, Key=self._key(key))["Metadata"]
 
     def exists(self, key: str) -> bool:
         from botocore.exceptions import ClientError
 
-        try:
-            self.client.head_object(Bucket=self.bucket, Key=self.prefix + _check_key(key))
+        with self._errors(key):
+            try:
+                self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+            except ClientError as exc:
+                # HEAD has no body: a missing key and a missing bucket both answer a bare 404, and
+                # the following put tells them apart (NoSuchBucket).
+                if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                    return False
+                raise
             return True
-        except ClientError as exc:
-            # HEAD has no body: a missing key and a missing bucket both answer a bare 404, and the
-            # following put tells them apart (NoSuchBucket).
-            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-                return False
-            raise self._translate(exc, key) from exc
-        except FacexprError:
-            raise
-        except Exception as exc:
-            raise self._translate(exc, key) from exc
 
     def delete(self, key: str) -> None:
-        try:
-            self.client.delete_object(Bucket=self.bucket, Key=self.prefix + _check_key(key))
-        except FacexprError:
-            raise
-        except Exception as exc:
-            raise self._translate(exc, key) from exc
+        with self._errors(key):
+            self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
 
     def list_objects(self, prefix: str = "") -> list[StoredObject]:
         found: list[StoredObject] = []
-        try:
+        with self._errors():
             pages = self.client.get_paginator("list_objects_v2").paginate(
                 Bucket=self.bucket, Prefix=self.prefix + prefix)
             for page in pages:
                 found.extend(StoredObject(obj["Key"][len(self.prefix):], int(obj.get("Size", 0)),
                                           obj["LastModified"].astimezone(UTC))
                              for obj in page.get("Contents", []))
-        except Exception as exc:
-            raise self._translate(exc) from exc
         return sorted(found, key=lambda o: o.key)
 
     def list_keys(self, prefix: str = "") -> list[str]:
