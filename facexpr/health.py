@@ -7,7 +7,6 @@ of documents; this module only reshapes those small results into frames for the 
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -222,16 +221,14 @@ def served_card(settings: Settings, models_dir: Path | None = None, model: str |
                 ) -> dict[str, Any] | None:
     """The card of the served model (MODEL, e.g. a session's choice, else FACEXPR_MODEL, else the
     newest in MODELS_DIR), read without loading the network."""
-    from facexpr.model import MODELS_DIR, card_path, newest_model
+    from facexpr.model import MODELS_DIR, card_path, newest_model, read_card
 
     try:
         chosen = model or settings.model
         path = Path(chosen) if chosen else newest_model(models_dir or MODELS_DIR)
-        card = json.loads(card_path(path).read_text())
+        return read_card(path) if card_path(path).exists() else None
     except (ModelError, OSError, ValueError):
         return None
-    card.setdefault("name", path.stem)
-    return card
 
 
 def card_metrics(card: dict[str, Any] | None) -> CardMetrics | None:

@@ -55,6 +55,14 @@ def card_path(model_path: Path) -> Path:
     return model_path.with_suffix(".json")
 
 
+def read_card(model_path: Path) -> dict[str, Any]:
+    """The model card beside MODEL_PATH ({} when there is none), named after the file by default."""
+    path = card_path(Path(model_path))
+    card = json.loads(path.read_text()) if path.exists() else {}
+    card.setdefault("name", Path(model_path).stem)
+    return card
+
+
 def newest_model(models_dir: Path = MODELS_DIR) -> Path:
     """The model whose card is newest (by its `trained_at`), i.e. the shipped default."""
     cards = []
@@ -153,10 +161,7 @@ def load_classifier(path: str | os.PathLike | None = None) -> Classifier:
         network = keras.models.load_model(model_path, compile=False)
     except Exception as exc:  # Keras raises many types for a bad file; all mean the same here
         raise ModelError(f"Could not load model {model_path}: {exc}") from exc
-    card: dict[str, Any] = {}
-    if card_path(model_path).exists():
-        card = json.loads(card_path(model_path).read_text())
-    card.setdefault("name", model_path.stem)
+    card = read_card(model_path)
     card.setdefault("classes", list(EXPRESSIONS))
     if list(card["classes"]) != list(EXPRESSIONS):
         raise ModelError(f"Model {model_path} predicts {card['classes']}, not the seven expressions.")

@@ -36,9 +36,13 @@ def get_classifier(path: str | None = None) -> Classifier:
     return load_classifier(path)
 
 
+def served_model() -> str | None:
+    """The model file this session uses: the sidebar's choice, else FACEXPR_MODEL (None: the newest)."""
+    return st.session_state.get("model_choice") or get_settings().model
+
+
 def served_classifier() -> Classifier:
-    """The model this session uses: the sidebar's choice, else FACEXPR_MODEL, else the newest."""
-    return get_classifier(st.session_state.get("model_choice") or get_settings().model)
+    return get_classifier(served_model())
 
 
 def model_selector() -> None:

@@ -5,7 +5,7 @@ import streamlit as st
 from facexpr import health
 from facexpr import health_charts as charts
 from facexpr.history import HistoryError, HistoryUnavailable
-from facexpr.ui import get_history, get_settings
+from facexpr.ui import get_history, get_settings, served_model
 
 
 def chart(figure, empty_note: str) -> None:
@@ -25,7 +25,7 @@ st.caption("Every face the app classifies is recorded with its answer, confidenc
 
 windows = list(health.WINDOWS)
 window = st.selectbox("Time window", windows, index=windows.index(health.DEFAULT_WINDOW), key="health_window")
-card = health.card_metrics(health.served_card(get_settings(), model=st.session_state.get("model_choice")))
+card = health.card_metrics(health.served_card(get_settings(), model=served_model()))
 report = None
 try:
     history = get_history()
