@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from facexpr.errors import FacexprError
+from facexpr.model import PRECISIONS
 
 
 def _read_input(path: str) -> bytes:
@@ -70,7 +71,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from facexpr.evaluate import evaluate_dir
     from facexpr.model import load_classifier
 
-    result = evaluate_dir(Path(args.dir), load_classifier(_model_path(args)), args.faces)
+    result = evaluate_dir(Path(args.dir), load_classifier(_model_path(args), args.precision), args.faces)
     if args.json:
         print(json.dumps(result))
     else:
@@ -105,6 +106,16 @@ def _cmd_upload_dataset(args: argparse.Namespace) -> int:
     return 0
 
 
+def _widths(text: str) -> tuple[int, ...]:
+    try:
+        widths = tuple(int(w) for w in text.split(","))
+    except ValueError:
+        widths = ()
+    if not widths or min(widths) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive channel counts like 32,64,128, got {text!r}")
+    return widths
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from facexpr.config import load_settings
     from facexpr.train import Recipe, train
@@ -114,6 +125,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         recipe.epochs = args.epochs
     if args.seed is not None:
         recipe.seed = args.seed
+    if args.widths is not None:
+        recipe.widths = args.widths
     relabeled = args.relabeled if args.relabeled is not None else load_settings().relabeled_uri
     card = train(args.data, args.out, relabeled_uri=relabeled or None, recipe=recipe, resume=args.resume)
     val = card["val"]
@@ -161,6 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir", metavar="DIR")
     p.add_argument("--model", default=None)
     p.add_argument("--faces", choices=["auto", "detect", "crop"], default="auto")
+    p.add_argument("--precision", choices=PRECISIONS, default="float32",
+                   help="bfloat16: ~5x faster on CPUs with AMX, probabilities within ~2e-2 (README)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_evaluate)
 
@@ -180,6 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="relabeled images to join (default: the configured store; '' for none)")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--widths", type=_widths, default=None,
+                   help="channels per stage, e.g. 32,64,128,256,384 (default: the recipe's)")
     p.add_argument("--out", default="models/facexpr", help="models/NAME: writes NAME.keras and NAME.json")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint of this --out")
     p.set_defaults(func=_cmd_train)

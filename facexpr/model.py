@@ -23,6 +23,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up
 CROP_SIZE = 48
 BATCH_SIZE = 128  # crops per call (×2 with flip averaging): throughput is flat from 64 up (benchmarks/)
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+PRECISIONS = ("float32", "bfloat16")  # of batched predictions; single crops always run in float32
 
 
 def build_network(widths: tuple[int, ...] = (32, 64, 128, 256), dropout: float = 0.4, seed: int = 0):
@@ -36,13 +37,16 @@ def build_network(widths: tuple[int, ...] = (32, 64, 128, 256), dropout: float =
     init = keras.initializers.HeNormal(seed=seed)
     inputs = keras.Input((CROP_SIZE, CROP_SIZE, 1), name="pixels")
     x = layers.Rescaling(1 / 127.5, offset=-1.0)(inputs)
+    size = CROP_SIZE
     for stage, width in enumerate(widths):
         for conv in range(2):
             x = layers.Conv2D(width, 3, padding="same", use_bias=False, kernel_initializer=init,
                               name=f"s{stage}_conv{conv}")(x)
             x = layers.BatchNormalization(name=f"s{stage}_bn{conv}")(x)
             x = layers.ReLU(name=f"s{stage}_relu{conv}")(x)
-        x = layers.MaxPooling2D(name=f"s{stage}_pool")(x)
+        if size >= 6:  # pool down to 3×3 at the smallest; a 5th stage works on the 3×3 map as is
+            x = layers.MaxPooling2D(name=f"s{stage}_pool")(x)
+            size //= 2
     x = layers.GlobalAveragePooling2D(name="gap")(x)
     x = layers.Dropout(dropout, seed=seed, name="dropout")(x)
     # Logits in float32 even under a mixed-precision policy: softmax in bf16 is too coarse.
@@ -94,6 +98,10 @@ class Classifier:
     `fast` (the default) serves a compiled copy of the network with batch norm folded into the
     convolutions, and a TFLite copy for single crops; both are checked to give the Keras
     model's probabilities within 1e-3 (facexpr.inference). fast=False runs Keras itself.
+
+    precision="bfloat16" runs batches of crops (not single crops) in bfloat16, about 5× faster
+    on CPUs with AMX; probabilities move by up to ~2e-2 and a near-tie can change its answer.
+    Only offered where the CPU has native bfloat16 (elsewhere it would be slower).
     """
 
     network: Any
@@ -101,11 +109,15 @@ class Classifier:
     path: Path | None = None
     flip_average: bool = True
     fast: bool = True
+    precision: str = "float32"
 
     def __post_init__(self) -> None:
         import tensorflow as tf
 
-        from facexpr.inference import compile_plan, keras_forward
+        from facexpr.inference import compile_plan, has_native_bf16, keras_forward
+
+        if self.precision not in PRECISIONS:
+            raise ModelError(f"Unknown precision {self.precision!r}; choose {' or '.join(PRECISIONS)}.")
 
         shape = (CROP_SIZE, CROP_SIZE, 1)
         forward = compile_plan(self.network, shape, self.flip_average) if self.fast else None
@@ -114,6 +126,16 @@ class Classifier:
         self._forward = forward or tf.function(keras_forward(self.network, self.flip_average),
                                                input_signature=[tf.TensorSpec([None, *shape], tf.float32)])
         self.backend = "folded" if forward is not None else "keras"
+        self._batch_forward = self._forward
+        if self.precision == "bfloat16":
+            if not has_native_bf16():
+                raise ModelError("This CPU has no native bfloat16 (AMX or AVX512-BF16): bfloat16 would be "
+                                 "slower than float32 here. Use precision float32.")
+            bulk = compile_plan(self.network, shape, self.flip_average, dtype=tf.bfloat16)
+            if bulk is None:
+                raise ModelError(f"Model {self.version} cannot run in bfloat16 (its layers do not fold "
+                                 "into the compiled graph). Use precision float32.")
+            self._batch_forward = bulk
         self._single: Any = None  # the TFLite copy for one crop, made on the first single-crop call
         self._single_lock = threading.Lock()
 
@@ -146,11 +168,11 @@ class Classifier:
             probs = single(x)
             if probs is not None:  # None: another thread holds the interpreter
                 return probs.astype(np.float32)
-        out = [self._forward(x[i:i + batch_size]).numpy() for i in range(0, len(x), batch_size)]
+        out = [self._batch_forward(x[i:i + batch_size]).numpy() for i in range(0, len(x), batch_size)]
         return np.concatenate(out).astype(np.float32)
 
 
-def load_classifier(path: str | os.PathLike | None = None) -> Classifier:
+def load_classifier(path: str | os.PathLike | None = None, precision: str = "float32") -> Classifier:
     """Load a `.keras` model and its JSON card; default is the newest card in models/."""
     import keras
 
@@ -165,7 +187,7 @@ def load_classifier(path: str | os.PathLike | None = None) -> Classifier:
     card.setdefault("classes", list(EXPRESSIONS))
     if list(card["classes"]) != list(EXPRESSIONS):
         raise ModelError(f"Model {model_path} predicts {card['classes']}, not the seven expressions.")
-    classifier = Classifier(network=network, card=card, path=model_path)
+    classifier = Classifier(network=network, card=card, path=model_path, precision=precision)
     classifier.predict(np.zeros((1, CROP_SIZE, CROP_SIZE), np.uint8))  # trace now, not on the first request
     return classifier
 

@@ -24,13 +24,14 @@ import numpy as np
 from facexpr.data import Dataset, load_layout
 from facexpr.errors import DataError
 from facexpr.evaluate import report
+from facexpr.inference import has_native_bf16
 from facexpr.labels import EXPRESSIONS, NUM_CLASSES
 from facexpr.model import CROP_SIZE, Classifier, build_network, save_model
 
 
 @dataclass
 class Recipe:
-    epochs: int = 40
+    epochs: int = 60
     batch_size: int = 128
     learning_rate: float = 0.05
     warmup_epochs: int = 2
@@ -38,22 +39,14 @@ class Recipe:
     weight_decay: float = 5e-4
     label_smoothing: float = 0.1
     dropout: float = 0.4
-    widths: tuple[int, ...] = (32, 64, 128, 256)
+    widths: tuple[int, ...] = (32, 64, 128, 256, 384)
     rotation_deg: float = 10.0
     shift: float = 0.1
     zoom: float = 0.1
     erase_prob: float = 0.5
     val_fraction: float = 0.1  # only used when the data has no val/ split
     seed: int = 1234
-    precision: str = field(default_factory=lambda: "mixed_bfloat16" if _has_native_bf16() else "float32")
-
-
-def _has_native_bf16() -> bool:
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
+    precision: str = field(default_factory=lambda: "mixed_bfloat16" if has_native_bf16() else "float32")
 
 
 def _join(uri: str, part: str) -> str:

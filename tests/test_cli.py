@@ -8,6 +8,7 @@ import sys
 import numpy as np
 
 from facexpr.cli import main
+from facexpr.inference import has_native_bf16
 from tests.conftest import ROOT, image_bytes
 
 
@@ -74,3 +75,21 @@ def test_predictions_are_recorded_in_the_history_unless_asked_not_to(tmp_path, a
     assert history.count() == 1  # the one face; the bad file leaves no trace
     main(["predict", str(tmp_path / "a.jpg"), "--no-record", "--model", str(tiny_model_path)])
     assert history.count() == 1
+
+
+def test_evaluate_in_bfloat16_scores_every_image_where_the_cpu_has_it(tmp_path, tiny_model_path, capsys):
+    for label in ("angry", "neutral"):
+        (tmp_path / label).mkdir()
+        for i in range(3):
+            (tmp_path / label / f"{i}.png").write_bytes(image_bytes(np.full((48, 48), 60 * i, np.uint8)))
+    argv = ["evaluate", str(tmp_path), "--json", "--model", str(tiny_model_path), "--faces", "crop"]
+    assert main(argv) == 0
+    exact = json.loads(capsys.readouterr().out)
+    if not has_native_bf16():
+        assert main([*argv, "--precision", "bfloat16"]) == 2
+        assert "no native bfloat16" in capsys.readouterr().err
+        return
+    assert main([*argv, "--precision", "bfloat16"]) == 0
+    fast = json.loads(capsys.readouterr().out)
+    assert fast["n"] == exact["n"] == 6 and fast["faces_found"] == 6
+    assert sum(map(sum, fast["confusion"])) == 6

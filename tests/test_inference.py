@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from facexpr.inference import AGREEMENT_TOL, plan_network
+from facexpr.errors import ModelError
+from facexpr.inference import AGREEMENT_TOL, BF16_TOL, has_native_bf16, plan_network
 from facexpr.model import Classifier, build_network, load_classifier
 from tests.conftest import shipped_card
 
@@ -78,3 +79,44 @@ def test_shipped_model_fast_paths_agree_with_keras():
     served = load_classifier()
     assert served.backend == "folded"
     _agree(served, Classifier(served.network, fast=False), CROPS)
+
+
+# ---------------------------------------------------------------- bfloat16 batches (opt-in)
+
+native_bf16 = pytest.mark.skipif(not has_native_bf16(), reason="this CPU has no native bfloat16")
+
+
+@native_bf16
+def test_bfloat16_batches_stay_close_to_float32_and_single_crops_stay_exact():
+    network = _with_trained_statistics(build_network(widths=(8, 16)))
+    exact = Classifier(network, fast=False)
+    bf16 = Classifier(network, precision="bfloat16")
+    expected = exact.predict(CROPS)
+    batched = bf16.predict(CROPS)
+    assert np.abs(batched - expected).max() < BF16_TOL
+    assert np.abs(batched - expected).max() > AGREEMENT_TOL / 10  # really computed in bfloat16
+    assert np.allclose(batched.sum(axis=1), 1, atol=1e-5)
+    # One crop at a time still goes through the float32 TFLite copy.
+    assert np.abs(bf16.predict(CROPS[0]) - expected[:1]).max() < AGREEMENT_TOL
+
+
+def test_bfloat16_without_hardware_support_is_refused_in_words(monkeypatch):
+    monkeypatch.setattr("facexpr.inference.has_native_bf16", lambda: False)
+    with pytest.raises(ModelError, match="no native bfloat16"):
+        Classifier(build_network(widths=(8, 16)), precision="bfloat16")
+
+
+def test_an_unknown_precision_is_refused_in_words():
+    with pytest.raises(ModelError, match="float32 or bfloat16"):
+        Classifier(build_network(widths=(8, 16)), precision="float16")
+
+
+def test_bfloat16_needs_the_folded_graph():
+    import keras
+    from keras import layers
+
+    inputs = keras.Input((48, 48, 1))
+    x = layers.LayerNormalization()(layers.Conv2D(4, 3, padding="same")(inputs))
+    odd = keras.Model(inputs, layers.Dense(7, activation="softmax")(layers.GlobalAveragePooling2D()(x)))
+    with pytest.raises(ModelError, match="cannot run in bfloat16"):
+        Classifier(odd, precision="bfloat16")
