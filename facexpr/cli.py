@@ -71,7 +71,14 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from facexpr.evaluate import evaluate_dir
     from facexpr.model import load_classifier
 
-    result = evaluate_dir(Path(args.dir), load_classifier(_model_path(args), args.precision), args.faces)
+    classifier = load_classifier(_model_path(args), args.precision)
+    result = evaluate_dir(Path(args.dir), classifier, args.faces)
+    if args.card_section:
+        from facexpr.model import add_to_card
+
+        command = " ".join(["python -m facexpr evaluate", args.dir, "--faces", args.faces]
+                           + (["--precision", args.precision] if args.precision != "float32" else []))
+        add_to_card(classifier.path, args.card_section, {"source": args.dir, "command": command, **result})
     if args.json:
         print(json.dumps(result))
     else:
@@ -176,6 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--faces", choices=["auto", "detect", "crop"], default="auto")
     p.add_argument("--precision", choices=PRECISIONS, default="float32",
                    help="bfloat16: ~5x faster on CPUs with AMX, probabilities within ~2e-2 (README)")
+    p.add_argument("--add-to-card", dest="card_section", metavar="SECTION", default=None,
+                   help="also write the result into the model's card under SECTION (e.g. photos)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_evaluate)
 

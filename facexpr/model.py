@@ -192,6 +192,22 @@ def load_classifier(path: str | os.PathLike | None = None, precision: str = "flo
     return classifier
 
 
+RESERVED_CARD_KEYS = frozenset({"name", "trained_at", "classes", "input", "data", "recipe", "parameters",
+                                "seed", "epochs", "wall_time_s", "machine", "val", "history"})
+
+
+def add_to_card(model_path: Path, section: str, figures: dict[str, Any]) -> None:
+    """Record an evaluation under SECTION of the model's card (training's own entries stay as written)."""
+    if section in RESERVED_CARD_KEYS:
+        raise ModelError(f"{section!r} is written by training; choose another card section name.")
+    path = card_path(Path(model_path))
+    card = json.loads(path.read_text()) if path.exists() else {}
+    card[section] = figures
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(card, indent=2) + "\n")
+    tmp.replace(path)  # all or nothing: a card is never left half-written
+
+
 def save_model(network: Any, card: dict[str, Any], out: Path) -> Path:
     """Write OUT.keras and OUT.json side by side; returns the .keras path."""
     out = Path(out)

@@ -93,3 +93,27 @@ def test_evaluate_in_bfloat16_scores_every_image_where_the_cpu_has_it(tmp_path, 
     fast = json.loads(capsys.readouterr().out)
     assert fast["n"] == exact["n"] == 6 and fast["faces_found"] == 6
     assert sum(map(sum, fast["confusion"])) == 6
+
+
+def test_evaluate_can_record_its_result_in_the_model_card(tmp_path, tiny_model_path, capsys):
+    import shutil
+
+    model = tmp_path / "m.keras"
+    shutil.copy(tiny_model_path, model)
+    shutil.copy(tiny_model_path.with_suffix(".json"), model.with_suffix(".json"))
+    data = tmp_path / "photos"
+    (data / "happy").mkdir(parents=True)
+    (data / "happy" / "a.png").write_bytes(image_bytes(np.full((48, 48), 90, np.uint8)))
+    before = json.loads(model.with_suffix(".json").read_text())
+    argv = ["evaluate", str(data), "--faces", "crop", "--model", str(model), "--add-to-card"]
+    assert main([*argv, "photos"]) == 0
+    card = json.loads(model.with_suffix(".json").read_text())
+    assert card["photos"]["n"] == 1 and card["photos"]["source"] == str(data)
+    assert card["photos"]["command"].endswith(f"evaluate {data} --faces crop")
+    card.pop("photos")
+    before.pop("photos", None)
+    assert card == before
+    # What training wrote is not overwritten by an evaluation.
+    assert main([*argv, "val"]) == 2
+    assert "written by training" in capsys.readouterr().err
+    assert json.loads(model.with_suffix(".json").read_text())["val"] == before["val"]

@@ -27,7 +27,8 @@ def test_a_fifth_stage_works_on_the_3x3_map_without_pooling_it_away():
     network = build_network(widths=(4, 4, 4, 4, 8))
     last_conv = network.get_layer("s4_conv1")
     assert tuple(last_conv.output.shape[1:3]) == (3, 3)  # pooled 48 → 24 → 12 → 6 → 3, then kept
-    assert [layer.name for layer in network.layers if "pool" in layer.name] == [f"s{i}_pool" for i in range(4)]
+    pools = [layer.name for layer in network.layers if "pool" in layer.name]
+    assert pools == [f"s{i}_pool" for i in range(4)]
 
 
 def test_missing_model_file_is_a_clear_error(tmp_path):
