@@ -66,6 +66,14 @@ def test_shipped_model_card_reports_its_evaluation():
 
 
 @shipped
+def test_the_default_model_is_the_best_one_shipped():
+    from facexpr.model import list_models, read_card
+
+    others = {p.stem: read_card(p)["val"]["accuracy"] for p in list_models()}
+    assert card["val"]["accuracy"] == max(others.values()), others
+
+
+@shipped
 def test_shipped_model_sees_the_smile(astronaut_bytes):
     p = predict_image(astronaut_bytes, load_classifier())
     assert p.faces[0].expression == "happy"
