@@ -60,3 +60,22 @@ def test_resume_continues_from_the_checkpoint(tmp_path, capsys):
 def test_missing_data_is_a_clear_error(tmp_path):
     with pytest.raises(DataError, match="No images found"):
         load_layout(str(tmp_path / "nothing"))
+
+
+def test_train_cli_takes_the_widths_and_refuses_nonsense(tmp_path, monkeypatch, capsys):
+    from facexpr import cli
+
+    seen = {}
+
+    def fake_train(data, out, relabeled_uri, recipe, resume):  # the CLI's part only: no real training
+        seen["recipe"] = recipe
+        return {"val": {"accuracy": 0.5, "macro_f1": 0.5, "n": 1, "per_class": {}},
+                "epochs": recipe.epochs, "wall_time_s": 1.0}
+
+    monkeypatch.setattr("facexpr.train.train", fake_train)
+    assert cli.main(["train", "--data", str(tmp_path), "--relabeled", "", "--widths", "8,16,32",
+                     "--epochs", "3", "--out", str(tmp_path / "m")]) == 0
+    assert seen["recipe"].widths == (8, 16, 32) and seen["recipe"].epochs == 3
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["train", "--data", str(tmp_path), "--widths", "8,wide"])
+    assert exit_.value.code == 2 and "expected positive channel counts" in capsys.readouterr().err
