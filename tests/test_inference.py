@@ -34,9 +34,9 @@ def _agree(fast: Classifier, reference: Classifier, crops: np.ndarray) -> None:
     assert np.abs(one_by_one - expected[:8]).max() < AGREEMENT_TOL
 
 
-@pytest.mark.parametrize("flip", [True, False])
-def test_folded_network_agrees_with_keras(flip):
-    network = _with_trained_statistics(build_network(widths=(8, 16)))
+@pytest.mark.parametrize(("flip", "widths"), [(True, (8, 16)), (False, (8, 16)), (True, (4, 4, 4, 4, 8))])
+def test_folded_network_agrees_with_keras(flip, widths):
+    network = _with_trained_statistics(build_network(widths=widths))
     fast = Classifier(network, flip_average=flip)
     assert fast.backend == "folded"
     _agree(fast, Classifier(network, flip_average=flip, fast=False), CROPS)
