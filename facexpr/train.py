@@ -31,7 +31,7 @@ from facexpr.model import CROP_SIZE, Classifier, build_network, save_model
 
 @dataclass
 class Recipe:
-    epochs: int = 60
+    epochs: int = 40
     batch_size: int = 128
     learning_rate: float = 0.05
     warmup_epochs: int = 2
@@ -39,7 +39,7 @@ class Recipe:
     weight_decay: float = 5e-4
     label_smoothing: float = 0.1
     dropout: float = 0.4
-    widths: tuple[int, ...] = (32, 64, 128, 256, 384)
+    widths: tuple[int, ...] = (32, 64, 128, 256)
     rotation_deg: float = 10.0
     shift: float = 0.1
     zoom: float = 0.1
