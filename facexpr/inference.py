@@ -16,6 +16,7 @@ from __future__ import annotations
 import threading
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,8 +30,6 @@ _PROBE_N = 8
 
 def has_native_bf16() -> bool:
     """Whether this CPU multiplies bfloat16 in hardware (AMX or AVX512-BF16); elsewhere it is emulated."""
-    from pathlib import Path
-
     try:
         flags = Path("/proc/cpuinfo").read_text()
     except OSError:
