@@ -69,13 +69,11 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from facexpr.evaluate import evaluate_dir
-    from facexpr.model import load_classifier
+    from facexpr.model import add_to_card, load_classifier
 
     classifier = load_classifier(_model_path(args), args.precision)
     result = evaluate_dir(Path(args.dir), classifier, args.faces)
     if args.card_section:
-        from facexpr.model import add_to_card
-
         command = " ".join(["python -m facexpr evaluate", args.dir, "--faces", args.faces]
                            + (["--precision", args.precision] if args.precision != "float32" else []))
         add_to_card(classifier.path, args.card_section, {"source": args.dir, "command": command, **result})
