@@ -121,6 +121,17 @@ def _widths(text: str) -> tuple[int, ...]:
     return widths
 
 
+def _fraction(text: str) -> float:
+    """A weight in [0, 0.5): above that the FER+ votes, not the FER2013 label, would decide the target."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value < 0.5:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to below 0.5, got {text!r}")
+    return value
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from facexpr.config import load_settings
     from facexpr.train import Recipe, train
@@ -132,6 +143,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
         recipe.seed = args.seed
     if args.widths is not None:
         recipe.widths = args.widths
+    if args.learning_rate is not None:
+        recipe.learning_rate = args.learning_rate
+    if args.ferplus:
+        recipe.ferplus, recipe.ferplus_weight = args.ferplus, args.ferplus_weight
+    recipe.init_from = args.init_from
     relabeled = args.relabeled if args.relabeled is not None else load_settings().relabeled_uri
     card = train(args.data, args.out, relabeled_uri=relabeled or None, recipe=recipe, resume=args.resume)
     val = card["val"]
@@ -204,6 +220,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--widths", type=_widths, default=None,
                    help="channels per stage, e.g. 32,64,128,256,384 (default: the recipe's)")
+    p.add_argument("--learning-rate", type=float, default=None, help="peak learning rate (default 0.05)")
+    p.add_argument("--ferplus", default=None, metavar="CSV",
+                   help="FER+ votes (ferplus_labels.csv, local or s3://) to soften the FER2013 targets")
+    p.add_argument("--ferplus-weight", type=_fraction, default=0.3,
+                   help="share of the FER+ votes in each target, below 0.5 (default 0.3)")
+    p.add_argument("--init-from", default=None, metavar="MODEL",
+                   help="start from this .keras model's weights (same --widths): a warm restart")
     p.add_argument("--out", default="models/facexpr", help="models/NAME: writes NAME.keras and NAME.json")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint of this --out")
     p.set_defaults(func=_cmd_train)

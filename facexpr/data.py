@@ -11,8 +11,8 @@ import io
 import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 from PIL import Image
@@ -32,6 +32,7 @@ class Dataset:
     labels: np.ndarray  # (N,) int64
     source: str
     skipped: int = 0
+    keys: list[str] = field(default_factory=list)  # `<expression>/<name>.png` per image, when known
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -40,14 +41,20 @@ class Dataset:
         per_class = np.bincount(self.labels, minlength=len(EXPRESSIONS))
         return {name: int(n) for name, n in zip(EXPRESSIONS, per_class, strict=True)}
 
+    def subset(self, index: np.ndarray) -> Dataset:
+        """The images at INDEX (same source; keys kept when known)."""
+        keys = [self.keys[i] for i in index] if self.keys else []
+        return Dataset(self.images[index], self.labels[index], self.source, keys=keys)
+
     @staticmethod
     def concat(parts: list[Dataset], source: str) -> Dataset:
         parts = [p for p in parts if len(p)]
         if not parts:
             return Dataset(np.zeros((0, CROP_SIZE, CROP_SIZE), np.uint8), np.zeros(0, np.int64), source)
+        keys = [k for p in parts for k in p.keys] if all(p.keys for p in parts) else []
         return Dataset(np.concatenate([p.images for p in parts]),
                        np.concatenate([p.labels for p in parts]), source,
-                       sum(p.skipped for p in parts))
+                       sum(p.skipped for p in parts), keys)
 
 
 def _to_crop(data: bytes) -> np.ndarray | None:
@@ -81,10 +88,79 @@ def load_layout(uri: str, required: bool = True, workers: int = 8) -> Dataset:
     keys.sort()
     with ThreadPoolExecutor(workers) as pool:
         crops = list(pool.map(lambda k: _to_crop(store.get(k)), keys))
-    good = [(c, INDEX[k.split("/", 1)[0]]) for c, k in zip(crops, keys, strict=True) if c is not None]
+    good = [(c, k) for c, k in zip(crops, keys, strict=True) if c is not None]
     images = np.stack([c for c, _ in good]) if good else np.zeros((0, CROP_SIZE, CROP_SIZE), np.uint8)
-    labels = np.array([label for _, label in good], dtype=np.int64)
-    return Dataset(images, labels, uri, skipped=len(keys) - len(good))
+    labels = np.array([INDEX[k.split("/", 1)[0]] for _, k in good], dtype=np.int64)
+    return Dataset(images, labels, uri, skipped=len(keys) - len(good), keys=[k for _, k in good])
+
+
+def read_uri(uri: str) -> bytes:
+    """One file's bytes from a local path or s3://bucket/key."""
+    parent, name = str(uri).rsplit("/", 1) if "/" in str(uri) else (".", str(uri))
+    try:
+        return open_store(parent).get(name)
+    except FacexprError:
+        raise
+    except Exception as exc:
+        raise DataError(f"Cannot read {uri}: {exc}") from exc
+
+
+# FER+ vote columns in FER2013's class order; contempt, unknown and NF have no FER2013 class.
+FERPLUS_COLUMNS = ("anger", "disgust", "fear", "happiness", "sadness", "surprise", "neutral")
+
+
+@dataclass
+class FerPlusVotes:
+    """FER+ annotator votes per FER2013 row (Barsoum et al. 2016), as read from ferplus_labels.csv."""
+
+    votes: dict[int, np.ndarray]  # row → votes for the seven FER2013 classes
+    not_face: set[int]  # rows most annotators marked NF (not a face)
+    source: str
+
+    def targets(self, dataset: Dataset, weight: float) -> tuple[np.ndarray, np.ndarray, int]:
+        """(soft targets, rows to keep, matched) for DATASET's FER2013 images.
+
+        target = (1 - WEIGHT) × one-hot(FER2013 label) + WEIGHT × FER+ vote share. The FER2013
+        label keeps the most weight whenever WEIGHT < 0.5, so the model still learns the labels it
+        is scored on; the votes say how ambiguous a face looked to people. Images named by FER2013
+        row number (`<expression>/<row>.png`) are matched; others keep their one-hot label.
+        Images most annotators called "not a face" are left out.
+        """
+        targets = np.eye(len(FERPLUS_COLUMNS), dtype=np.float32)[dataset.labels]
+        keep = np.ones(len(dataset), dtype=bool)
+        matched = 0
+        for i, key in enumerate(dataset.keys):
+            stem = PurePosixPath(key).stem
+            row = int(stem) if stem.isdigit() else None
+            if row in self.not_face:
+                keep[i] = False
+                continue
+            votes = self.votes.get(row) if row is not None else None
+            if votes is not None and votes.sum() > 0:
+                targets[i] = (1 - weight) * targets[i] + weight * votes / votes.sum()
+                matched += 1
+        return targets, np.flatnonzero(keep), matched
+
+
+def load_ferplus(uri: str) -> FerPlusVotes:
+    """Read ferplus_labels.csv (index, usage, neutral, happiness, …, contempt, unknown, NF)."""
+    text = read_uri(uri).decode("utf-8", errors="replace")
+    reader = csv.DictReader(io.StringIO(text))
+    if not reader.fieldnames or not {"index", "NF", *FERPLUS_COLUMNS} <= set(reader.fieldnames):
+        raise DataError(f"{uri} is not a FER+ label file (columns index, {', '.join(FERPLUS_COLUMNS)}, NF).")
+    votes: dict[int, np.ndarray] = {}
+    not_face: set[int] = set()
+    try:
+        for row in reader:
+            index = int(row["index"])
+            counts = np.array([float(row[c]) for c in FERPLUS_COLUMNS], dtype=np.float32)
+            total = counts.sum() + sum(float(row[c] or 0) for c in ("contempt", "unknown", "NF") if c in row)
+            votes[index] = counts
+            if float(row["NF"]) > total / 2:
+                not_face.add(index)
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"{uri} line {reader.line_num}: {exc}") from exc
+    return FerPlusVotes(votes, not_face, uri)
 
 
 FER2013_SPLITS = {"Training": "train", "PublicTest": "val", "PrivateTest": "test"}

@@ -21,12 +21,12 @@ from typing import Any
 
 import numpy as np
 
-from facexpr.data import Dataset, load_layout
+from facexpr.data import Dataset, load_ferplus, load_layout
 from facexpr.errors import DataError
 from facexpr.evaluate import report
 from facexpr.inference import has_native_bf16
 from facexpr.labels import EXPRESSIONS, NUM_CLASSES
-from facexpr.model import CROP_SIZE, Classifier, build_network, save_model
+from facexpr.model import CROP_SIZE, Classifier, build_network, read_card, save_model
 
 
 @dataclass
@@ -46,6 +46,9 @@ class Recipe:
     erase_prob: float = 0.5
     val_fraction: float = 0.1  # only used when the data has no val/ split
     seed: int = 1234
+    ferplus_weight: float = 0.0  # share of the FER+ vote distribution in each target (needs ferplus=…)
+    ferplus: str | None = None  # ferplus_labels.csv: a local path or s3://bucket/key
+    init_from: str | None = None  # a .keras model of the same widths to start from (a warm restart)
     precision: str = field(default_factory=lambda: "mixed_bfloat16" if has_native_bf16() else "float32")
 
 
@@ -64,8 +67,7 @@ def load_training_data(data_uri: str, relabeled_uri: str | None, recipe: Recipe
         rng = np.random.default_rng(recipe.seed)
         order = rng.permutation(len(everything))
         n_val = max(1, int(len(order) * recipe.val_fraction))
-        pick = lambda idx: Dataset(everything.images[idx], everything.labels[idx], data_uri)  # noqa: E731
-        train, val = pick(order[n_val:]), pick(order[:n_val])
+        train, val = everything.subset(order[n_val:]), everything.subset(order[:n_val])
     if not len(val):
         raise DataError(f"{data_uri} has train/ but no val/ images to evaluate on.")
     relabeled = load_layout(relabeled_uri, required=False) if relabeled_uri else Dataset.concat([], "")
@@ -114,11 +116,10 @@ def _augmenter(recipe: Recipe):
     return augment
 
 
-def _make_datasets(train: Dataset, val: Dataset, recipe: Recipe):
+def _make_datasets(train: Dataset, targets: np.ndarray, val: Dataset, recipe: Recipe):
     import tensorflow as tf
 
-    x = train.images[..., None].astype(np.float32)
-    y = np.eye(NUM_CLASSES, dtype=np.float32)[train.labels]
+    x, y = train.images[..., None].astype(np.float32), targets
     train_ds = (tf.data.Dataset.from_tensor_slices((x, y))
                 .shuffle(len(x), seed=recipe.seed, reshuffle_each_iteration=True)
                 .batch(recipe.batch_size, drop_remainder=True)
@@ -173,11 +174,22 @@ def train(data_uri: str, out: str | os.PathLike, relabeled_uri: str | None = Non
     keras.mixed_precision.set_global_policy(recipe.precision)
 
     train_set, val_set, relabeled = load_training_data(data_uri, relabeled_uri, recipe)
+    ferplus_report = None
+    if recipe.ferplus:
+        # FER+ votes soften the FER2013 targets; relabeled images keep the label a person gave.
+        votes = load_ferplus(recipe.ferplus)
+        soft, keep, matched = votes.targets(train_set, recipe.ferplus_weight)
+        ferplus_report = {"source": recipe.ferplus, "weight": recipe.ferplus_weight, "matched": matched,
+                          "left_out_not_a_face": len(train_set) - len(keep)}
+        train_set, soft = train_set.subset(keep), soft[keep]
+    else:
+        soft = np.eye(NUM_CLASSES, dtype=np.float32)[train_set.labels]
     full_train = Dataset.concat([train_set, relabeled], data_uri)
+    targets = np.concatenate([soft, np.eye(NUM_CLASSES, dtype=np.float32)[relabeled.labels]])
     if len(full_train) < recipe.batch_size:
         recipe.batch_size = max(1, len(full_train))
     steps = len(full_train) // recipe.batch_size
-    train_ds, val_ds = _make_datasets(full_train, val_set, recipe)
+    train_ds, val_ds = _make_datasets(full_train, targets, val_set, recipe)
 
     checkpoint_dir = Path(checkpoint_dir or out.parent / ".checkpoints" / out.name)
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
@@ -194,6 +206,8 @@ def train(data_uri: str, out: str | os.PathLike, relabeled_uri: str | None = Non
         print(f"Resuming from epoch {initial_epoch} of {recipe.epochs}", flush=True)
     else:
         network = build_network(recipe.widths, recipe.dropout, recipe.seed)
+        if recipe.init_from:
+            _start_from(network, recipe.init_from)
         _compile(network, recipe, steps)
 
     started = time.perf_counter()
@@ -229,7 +243,9 @@ def train(data_uri: str, out: str | os.PathLike, relabeled_uri: str | None = Non
             "val": {"source": data_uri, "counts": val_set.counts(), "skipped": val_set.skipped},
             "relabeled": {"source": relabeled_uri, "counts": relabeled.counts(),
                           "skipped": relabeled.skipped},
+            **({"ferplus": ferplus_report} if ferplus_report else {}),
         },
+        **({"init_from": _init_summary(recipe.init_from)} if recipe.init_from else {}),
         "recipe": _jsonable(asdict(recipe)),
         "parameters": int(served.count_params()),
         "seed": recipe.seed,
@@ -242,6 +258,28 @@ def train(data_uri: str, out: str | os.PathLike, relabeled_uri: str | None = Non
     keras_path = save_model(served, card, out)
     _plot_learning_curve(history, keras_path.with_suffix(".png"))
     return card
+
+
+def _start_from(network, model_path: str) -> None:
+    """Copy the weights of MODEL_PATH into NETWORK (same widths), for a warm restart."""
+    import keras
+
+    try:
+        source = keras.models.load_model(model_path, compile=False)
+    except Exception as exc:
+        raise DataError(f"Cannot load {model_path} to start from: {exc}") from exc
+    theirs, ours = source.get_weights(), network.get_weights()
+    if [w.shape for w in theirs] != [w.shape for w in ours]:
+        raise DataError(f"{model_path} has another shape than this recipe's net; "
+                        "pass the --widths it was trained with.")
+    network.set_weights(theirs)
+
+
+def _init_summary(model_path: str) -> dict[str, Any]:
+    """What a warm restart started from: the model's name, val accuracy, epochs and wall time."""
+    card = read_card(Path(model_path))
+    return {"model": card["name"], "val_accuracy": card.get("val", {}).get("accuracy"),
+            "epochs": card.get("epochs"), "wall_time_s": card.get("wall_time_s")}
 
 
 def _jsonable(value: Any) -> Any:

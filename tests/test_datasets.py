@@ -8,7 +8,7 @@ from facexpr.cli import main
 from facexpr.data import load_layout
 from facexpr.labels import EXPRESSIONS
 from tests.s3server import s3, s3_endpoint  # noqa: F401
-from tests.test_train import make_layout, tiny_recipe
+from tests.test_train import ferplus_csv, make_layout, tiny_recipe
 
 
 def fer_csv(path, rows) -> None:
@@ -43,10 +43,15 @@ def test_upload_then_train_from_s3(tmp_path, s3, capsys):  # noqa: F811
     assert len(s3.keys("fer2013/train/")) == 21 and "fer2013/val/sad/000.png" in s3.keys()
     assert load_layout(uri + "/train").counts() == dict.fromkeys(EXPRESSIONS, 3)
 
+    from facexpr.store import open_store
     from facexpr.train import train
 
-    card = train(uri, tmp_path / "models" / "s3", recipe=tiny_recipe(), verbose=0)
+    ferplus_csv(tmp_path / "ferplus.csv", {1: {"surprise": 10}})
+    open_store(uri).put("ferplus_labels.csv", (tmp_path / "ferplus.csv").read_bytes())
+    card = train(uri, tmp_path / "models" / "s3", verbose=0,
+                 recipe=tiny_recipe(ferplus=uri + "/ferplus_labels.csv", ferplus_weight=0.3))
     assert card["data"]["train"]["source"] == uri and card["val"]["n"] == 7
+    assert card["data"]["ferplus"]["matched"] == 7  # row 1 (001.png) of every class, read from S3
 
 
 def test_upload_to_a_missing_bucket_names_the_setting(tmp_path, s3, capsys):  # noqa: F811

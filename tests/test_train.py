@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from facexpr.data import load_layout
+from facexpr.data import Dataset, load_ferplus, load_layout
 from facexpr.errors import DataError
 from facexpr.labels import EXPRESSIONS
 from facexpr.model import load_classifier
@@ -23,8 +23,20 @@ def make_layout(root, per_class: int, seed: int = 0) -> None:
             (root / name / f"{j:03d}.png").write_bytes(image_bytes(pixels))
 
 
+FERPLUS_HEADER = "index,usage,neutral,happiness,surprise,sadness,anger,disgust,fear,contempt,unknown,NF"
+
+
+def ferplus_csv(path, rows: dict[int, dict[str, int]]) -> str:
+    """A ferplus_labels.csv with the given votes per row (all other counts 0)."""
+    columns = FERPLUS_HEADER.split(",")[2:]
+    lines = [FERPLUS_HEADER] + [f"{i},Training," + ",".join(str(votes.get(c, 0)) for c in columns)
+                                for i, votes in rows.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
 def tiny_recipe(**kw) -> Recipe:
-    return Recipe(epochs=2, batch_size=16, widths=(4, 8), precision="float32", **kw)
+    return Recipe(**{"epochs": 2, "batch_size": 16, "widths": (4, 8), "precision": "float32", **kw})
 
 
 def test_train_writes_model_card_and_curve(tmp_path):
@@ -76,6 +88,71 @@ def test_train_cli_takes_the_widths_and_refuses_nonsense(tmp_path, monkeypatch, 
     assert cli.main(["train", "--data", str(tmp_path), "--relabeled", "", "--widths", "8,16,32",
                      "--epochs", "3", "--out", str(tmp_path / "m")]) == 0
     assert seen["recipe"].widths == (8, 16, 32) and seen["recipe"].epochs == 3
+    assert seen["recipe"].ferplus is None and seen["recipe"].init_from is None
+
+    assert cli.main(["train", "--data", str(tmp_path), "--relabeled", "", "--ferplus", "votes.csv",
+                     "--init-from", "models/a.keras", "--learning-rate", "0.01",
+                     "--out", str(tmp_path / "m")]) == 0
+    recipe = seen["recipe"]
+    assert (recipe.ferplus, recipe.ferplus_weight, recipe.init_from, recipe.learning_rate) == (
+        "votes.csv", 0.3, "models/a.keras", 0.01)
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--data", str(tmp_path), "--ferplus", "votes.csv", "--ferplus-weight", "0.6"])
+    assert "below 0.5" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_:
         cli.main(["train", "--data", str(tmp_path), "--widths", "8,wide"])
     assert exit_.value.code == 2 and "expected positive channel counts" in capsys.readouterr().err
+
+
+def test_ferplus_votes_soften_the_targets_and_leave_out_non_faces(tmp_path):
+    votes = load_ferplus(ferplus_csv(tmp_path / "ferplus.csv", {
+        0: {"happiness": 10},                 # people agree with FER2013's "happy"
+        1: {"sadness": 5, "neutral": 5},      # half of them saw neutral in this "sad" face
+        2: {"NF": 8, "neutral": 2},           # not a face
+        3: {"contempt": 10},                  # no FER2013 class among the votes
+    }))
+    keys = ["happy/00000.png", "sad/00001.png", "angry/00002.png", "fear/00003.png", "angry/3f9a.png"]
+    labels = np.array([3, 4, 0, 2, 0])
+    data = Dataset(np.zeros((5, 48, 48), np.uint8), labels, "test", keys=keys)
+    targets, keep, matched = votes.targets(data, weight=0.3)
+    assert keep.tolist() == [0, 1, 3, 4] and matched == 2
+    np.testing.assert_allclose(targets[0], np.eye(7)[3])
+    np.testing.assert_allclose(targets[1][[4, 6]], [0.85, 0.15])  # sad keeps the most weight
+    assert targets[1].argmax() == 4 and targets.sum(1) == pytest.approx(np.ones(5))
+    np.testing.assert_allclose(targets[[3, 4]], np.eye(7)[[2, 0]])  # unmatched: the label as given
+
+
+def test_a_file_that_is_not_ferplus_is_refused(tmp_path):
+    (tmp_path / "x.csv").write_text("emotion,pixels,Usage\n0,1 2,Training\n")
+    with pytest.raises(DataError, match="not a FER\\+ label file"):
+        load_ferplus(str(tmp_path / "x.csv"))
+    with pytest.raises(DataError, match="line 2"):
+        load_ferplus(ferplus_csv(tmp_path / "bad.csv", {0: {"happiness": "many"}}))
+
+
+def test_training_with_ferplus_records_what_it_used(tmp_path):
+    make_layout(tmp_path / "fer" / "train", 6)  # images 000..005 in every class
+    make_layout(tmp_path / "fer" / "val", 2, seed=1)
+    csv_path = ferplus_csv(tmp_path / "ferplus.csv", {0: {"NF": 10}, 1: {"neutral": 10}})
+    card = train(str(tmp_path / "fer"), tmp_path / "models" / "f", relabeled_uri=None,
+                 recipe=tiny_recipe(ferplus=csv_path, ferplus_weight=0.2), verbose=0)
+    assert card["data"]["ferplus"] == {"source": csv_path, "weight": 0.2, "matched": 7,
+                                       "left_out_not_a_face": 7}
+    assert card["data"]["train"]["counts"] == dict.fromkeys(EXPRESSIONS, 5)
+    assert card["recipe"]["ferplus_weight"] == 0.2
+
+
+def test_a_warm_restart_starts_from_the_given_model(tmp_path):
+    make_layout(tmp_path / "fer" / "train", 6)
+    make_layout(tmp_path / "fer" / "val", 2, seed=1)
+    first = tmp_path / "models" / "first"
+    train(str(tmp_path / "fer"), first, recipe=tiny_recipe(), verbose=0)
+    again = train(str(tmp_path / "fer"), tmp_path / "models" / "again", verbose=0,
+                  recipe=tiny_recipe(epochs=0, init_from=str(first) + ".keras"))
+    assert again["init_from"]["model"] == "first" and again["init_from"]["epochs"] == 2
+    crops = load_layout(str(tmp_path / "fer" / "val")).images
+    np.testing.assert_allclose(load_classifier(tmp_path / "models" / "again.keras").predict(crops),
+                               load_classifier(first.with_suffix(".keras")).predict(crops), atol=1e-6)
+    with pytest.raises(DataError, match="pass the --widths it was trained with"):
+        train(str(tmp_path / "fer"), tmp_path / "models" / "wide", verbose=0,
+              recipe=tiny_recipe(widths=(4, 8, 16), init_from=str(first) + ".keras"))
