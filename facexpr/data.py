@@ -19,7 +19,7 @@ from PIL import Image
 
 from facexpr.errors import DataError, FacexprError
 from facexpr.imaging import encode_png
-from facexpr.labels import EXPRESSIONS, INDEX
+from facexpr.labels import EXPRESSIONS, INDEX, NUM_CLASSES
 from facexpr.model import CROP_SIZE
 from facexpr.store import open_store
 
@@ -126,7 +126,7 @@ class FerPlusVotes:
         row number (`<expression>/<row>.png`) are matched; others keep their one-hot label.
         Images most annotators called "not a face" are left out.
         """
-        targets = np.eye(len(FERPLUS_COLUMNS), dtype=np.float32)[dataset.labels]
+        targets = np.eye(NUM_CLASSES, dtype=np.float32)[dataset.labels]
         keep = np.ones(len(dataset), dtype=bool)
         matched = 0
         for i, key in enumerate(dataset.keys):

@@ -14,7 +14,7 @@ import os
 import platform
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -181,7 +181,7 @@ def train(data_uri: str, out: str | os.PathLike, relabeled_uri: str | None = Non
         soft, keep, matched = votes.targets(train_set, recipe.ferplus_weight)
         ferplus_report = {"source": recipe.ferplus, "weight": recipe.ferplus_weight, "matched": matched,
                           "left_out_not_a_face": len(train_set) - len(keep)}
-        train_set, soft = train_set.subset(keep), soft[keep]
+        train_set, soft = replace(train_set.subset(keep), skipped=train_set.skipped), soft[keep]
     else:
         soft = np.eye(NUM_CLASSES, dtype=np.float32)[train_set.labels]
     full_train = Dataset.concat([train_set, relabeled], data_uri)
