@@ -41,6 +41,10 @@ class Dataset:
         per_class = np.bincount(self.labels, minlength=len(EXPRESSIONS))
         return {name: int(n) for name, n in zip(EXPRESSIONS, per_class, strict=True)}
 
+    def one_hot(self) -> np.ndarray:
+        """The labels as (N, 7) float32 training targets."""
+        return np.eye(NUM_CLASSES, dtype=np.float32)[self.labels]
+
     def subset(self, index: np.ndarray) -> Dataset:
         """The images at INDEX (same source; keys kept when known)."""
         keys = [self.keys[i] for i in index] if self.keys else []
@@ -115,7 +119,6 @@ class FerPlusVotes:
 
     votes: dict[int, np.ndarray]  # row → votes for the seven FER2013 classes
     not_face: set[int]  # rows most annotators marked NF (not a face)
-    source: str
 
     def targets(self, dataset: Dataset, weight: float) -> tuple[np.ndarray, np.ndarray, int]:
         """(soft targets, rows to keep, matched) for DATASET's FER2013 images.
@@ -126,7 +129,7 @@ class FerPlusVotes:
         row number (`<expression>/<row>.png`) are matched; others keep their one-hot label.
         Images most annotators called "not a face" are left out.
         """
-        targets = np.eye(NUM_CLASSES, dtype=np.float32)[dataset.labels]
+        targets = dataset.one_hot()
         keep = np.ones(len(dataset), dtype=bool)
         matched = 0
         for i, key in enumerate(dataset.keys):
@@ -160,7 +163,7 @@ def load_ferplus(uri: str) -> FerPlusVotes:
                 not_face.add(index)
     except (TypeError, ValueError) as exc:
         raise DataError(f"{uri} line {reader.line_num}: {exc}") from exc
-    return FerPlusVotes(votes, not_face, uri)
+    return FerPlusVotes(votes, not_face)
 
 
 FER2013_SPLITS = {"Training": "train", "PublicTest": "val", "PrivateTest": "test"}

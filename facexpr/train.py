@@ -25,7 +25,7 @@ from facexpr.data import Dataset, load_ferplus, load_layout
 from facexpr.errors import DataError
 from facexpr.evaluate import report
 from facexpr.inference import has_native_bf16
-from facexpr.labels import EXPRESSIONS, NUM_CLASSES
+from facexpr.labels import EXPRESSIONS
 from facexpr.model import CROP_SIZE, Classifier, build_network, read_card, save_model
 
 
@@ -72,6 +72,16 @@ def load_training_data(data_uri: str, relabeled_uri: str | None, recipe: Recipe
         raise DataError(f"{data_uri} has train/ but no val/ images to evaluate on.")
     relabeled = load_layout(relabeled_uri, required=False) if relabeled_uri else Dataset.concat([], "")
     return train, val, relabeled
+
+
+def _fer2013_targets(train_set: Dataset, recipe: Recipe) -> tuple[Dataset, np.ndarray, dict | None]:
+    """(images to train on, their targets, FER+ report): one-hot, or softened by FER+ votes."""
+    if not recipe.ferplus:
+        return train_set, train_set.one_hot(), None
+    soft, keep, matched = load_ferplus(recipe.ferplus).targets(train_set, recipe.ferplus_weight)
+    used = {"source": recipe.ferplus, "weight": recipe.ferplus_weight, "matched": matched,
+            "left_out_not_a_face": len(train_set) - len(keep)}
+    return replace(train_set.subset(keep), skipped=train_set.skipped), soft[keep], used
 
 
 def _augmenter(recipe: Recipe):
@@ -126,7 +136,7 @@ def _make_datasets(train: Dataset, targets: np.ndarray, val: Dataset, recipe: Re
                 .map(_augmenter(recipe), num_parallel_calls=tf.data.AUTOTUNE)
                 .prefetch(tf.data.AUTOTUNE))
     val_ds = (tf.data.Dataset.from_tensor_slices(
-        (val.images[..., None].astype(np.float32), np.eye(NUM_CLASSES, dtype=np.float32)[val.labels]))
+        (val.images[..., None].astype(np.float32), val.one_hot()))
         .batch(512).prefetch(tf.data.AUTOTUNE))
     return train_ds, val_ds
 
@@ -174,18 +184,9 @@ def train(data_uri: str, out: str | os.PathLike, relabeled_uri: str | None = Non
     keras.mixed_precision.set_global_policy(recipe.precision)
 
     train_set, val_set, relabeled = load_training_data(data_uri, relabeled_uri, recipe)
-    ferplus_report = None
-    if recipe.ferplus:
-        # FER+ votes soften the FER2013 targets; relabeled images keep the label a person gave.
-        votes = load_ferplus(recipe.ferplus)
-        soft, keep, matched = votes.targets(train_set, recipe.ferplus_weight)
-        ferplus_report = {"source": recipe.ferplus, "weight": recipe.ferplus_weight, "matched": matched,
-                          "left_out_not_a_face": len(train_set) - len(keep)}
-        train_set, soft = replace(train_set.subset(keep), skipped=train_set.skipped), soft[keep]
-    else:
-        soft = np.eye(NUM_CLASSES, dtype=np.float32)[train_set.labels]
+    train_set, soft, ferplus_report = _fer2013_targets(train_set, recipe)
     full_train = Dataset.concat([train_set, relabeled], data_uri)
-    targets = np.concatenate([soft, np.eye(NUM_CLASSES, dtype=np.float32)[relabeled.labels]])
+    targets = np.concatenate([soft, relabeled.one_hot()])  # relabeled: the label a person gave
     if len(full_train) < recipe.batch_size:
         recipe.batch_size = max(1, len(full_train))
     steps = len(full_train) // recipe.batch_size
