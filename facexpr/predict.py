@@ -79,8 +79,12 @@ def find_crops(gray: np.ndarray, mode: str = "auto") -> tuple[str, list[Box], li
     return mode, boxes, [crop_face(gray, b) for b in boxes]
 
 
-def predict_image(data: bytes, classifier: Classifier, mode: str = "auto") -> Prediction:
-    """Decode, find faces, classify. Raises ImageError for bad input; no face → empty `faces`."""
+def predict_image(data: bytes, classifier: Classifier, mode: str = "auto", image_sha256: str | None = None
+                  ) -> Prediction:
+    """Decode, find faces, classify. Raises ImageError for bad input; no face → empty `faces`.
+
+    IMAGE_SHA256 is the hash of DATA when the caller has it already (the page keys its cache by it).
+    """
     started = time.perf_counter()
     gray = decode_gray(data)
     decoded = time.perf_counter()
@@ -90,7 +94,7 @@ def predict_image(data: bytes, classifier: Classifier, mode: str = "auto") -> Pr
     done = time.perf_counter()
     ms = lambda a, b: round((b - a) * 1000, 3)  # noqa: E731
     return Prediction(
-        image_sha256=hashlib.sha256(data).hexdigest(),
+        image_sha256=image_sha256 or hashlib.sha256(data).hexdigest(),
         gray=gray,
         faces=[FaceResult(b, c, p) for b, c, p in zip(boxes, crops, probs, strict=True)],
         mode=used_mode,

@@ -2,8 +2,8 @@
 
 Keys are relative to the store's root, e.g. `happy/<sha256>.png`; the root is a local
 directory or `s3://bucket/prefix`. Errors come in two kinds so callers can decide what to do:
-`StoreError` (a setting must change: bucket, credentials, a folder's permissions) and
-`StoreUnavailable` (an outage; retrying later may work).
+`StoreError` (a setting must change: bucket, credentials, a folder's permissions) and its kind
+`StoreUnavailable` (an outage; retrying later may work); both are in `facexpr.errors`.
 """
 
 from __future__ import annotations
@@ -18,15 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from facexpr.errors import FacexprError
-
-
-class StoreError(FacexprError):
-    """The store refused the request for a reason a setting must fix (bucket, credentials)."""
-
-
-class StoreUnavailable(FacexprError):
-    """The store could not be reached; retrying later may work."""
+from facexpr.errors import StoreError, StoreUnavailable  # the store's two kinds of failure
 
 
 @dataclass(frozen=True)

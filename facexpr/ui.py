@@ -1,6 +1,7 @@
 """The Streamlit boundary: cached resources and session helpers shared by the pages.
 
-This is the one facexpr module that imports Streamlit; everything it calls is plain Python.
+This is the one facexpr module that imports Streamlit (and `st.session_state`); everything it
+calls is plain Python.
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ from typing import Any
 import streamlit as st
 
 from facexpr.config import Settings, load_settings
+from facexpr.history import History, feedback_safely, open_history, record_safely
 from facexpr.model import Classifier, load_classifier
 from facexpr.predict import Prediction, predict_image
-from facexpr.relabel import RelabelSummary, relabel_summary
+from facexpr.relabel import RelabelSummary, SaveResult, relabel_summary
 
 UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "gif"]
 
@@ -63,27 +65,26 @@ def model_selector() -> None:
 def classify_cached(data: bytes, mode: str = "auto") -> Prediction:
     """Predict once per (upload, faces mode, model) in this session: widget reruns reuse it."""
     classifier = served_classifier()
-    key = ("prediction", hashlib.sha256(data).hexdigest(), mode, classifier.version)
+    sha = hashlib.sha256(data).hexdigest()  # hashed once: the prediction carries it on
+    key = ("prediction", sha, mode, classifier.version)
     cached = st.session_state.get("_last_prediction")
     if cached is not None and cached[0] == key:
         return cached[1]
-    prediction = predict_image(data, classifier, mode)
+    prediction = predict_image(data, classifier, mode, image_sha256=sha)
     st.session_state["_last_prediction"] = (key, prediction)
     return prediction
 
 
 @st.cache_resource(show_spinner=False)
-def _open_history(data_dir: str, mongodb_uri: str | None, mongodb_db: str):
+def _open_history(data_dir: str, mongodb_uri: str | None, mongodb_db: str) -> History:
     """One history per process and settings (keyed by them, so a changed setting opens a new one)."""
-    from facexpr.history import open_history
-
     return open_history(Settings(data_dir=Path(data_dir), mongodb_uri=mongodb_uri, mongodb_db=mongodb_db))
 
 
-def get_history():
+def get_history() -> History:
     """The prediction history for the current settings (MongoDB or the embedded store).
 
-    Raises facexpr.history.HistoryError only when the embedded file cannot be opened; MongoDB
+    Raises HistoryError only when the embedded file cannot be opened; MongoDB
     connects on first use, so this never waits on the network.
     """
     settings = get_settings()
@@ -97,3 +98,36 @@ def relabel_counts(_settings: Settings, uri: str, since: str | None,
     and an outage would stall each one. URI and SAVES are in the cache key so a changed store and
     this session's own saves show at once."""
     return relabel_summary(_settings, since)
+
+
+# ---------------------------------------------------------------- the history of this session's answers
+
+def _record_key(prediction: Prediction, source: str) -> str:
+    return f"_history_ids:{prediction.image_sha256}:{prediction.mode}:{prediction.model_version}:{source}"
+
+
+def record_once(prediction: Prediction, source: str) -> str | None:
+    """Record PREDICTION in the history once per session (widget reruns do not record it again).
+
+    The one place a page records an answer: call it after the answer is on screen. Returns None
+    or a warning to show; never raises.
+    """
+    key = _record_key(prediction, source)
+    if key in st.session_state:
+        return None
+    ids, warning = record_safely(get_history, prediction, source)
+    if ids is not None:
+        st.session_state[key] = ids
+    return warning
+
+
+def note_answer(prediction: Prediction, face_index: int, saved: SaveResult, source: str) -> str | None:
+    """Attach a person's saved answer to the face's history record, recording the prediction
+    first if that has not happened yet (so a record always precedes its feedback). Returns None
+    or a warning; never raises."""
+    warning = record_once(prediction, source)
+    ids = st.session_state.get(_record_key(prediction, source))
+    if not ids or not 0 <= face_index < len(ids):
+        return warning or "The answer was saved, but the prediction is not in the history."
+    return feedback_safely(get_history, ids[face_index], saved.label, saved.confirmed,
+                           saved.object_key) or warning

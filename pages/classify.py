@@ -5,14 +5,14 @@ import streamlit as st
 from facexpr.charts import draw_faces, probability_chart
 from facexpr.errors import FacexprError
 from facexpr.explain import grad_cam, overlay
-from facexpr.history import feedback_safely, record_safely
 from facexpr.labels import EXPRESSIONS, INDEX
 from facexpr.relabel import save_relabel
 from facexpr.ui import (
     UPLOAD_TYPES,
     classify_cached,
-    get_history,
     get_settings,
+    note_answer,
+    record_once,
     relabel_counts,
     served_classifier,
 )
@@ -93,8 +93,7 @@ with answer_col:
                     st.error(f"Not saved: {exc}")
                 else:
                     saved_answers[(prediction.image_sha256, prediction.mode, i)] = saved
-                    history_note = feedback_safely(get_history, prediction, i, saved.label, saved.confirmed,
-                                                   saved.object_key, source=source, memo=st.session_state)
+                    history_note = note_answer(prediction, i, saved, source)
                     if history_note:
                         st.warning(history_note)
             if saved is not None:
@@ -109,6 +108,6 @@ with answer_col:
                + (f" · counts unavailable: {summary.error}" if summary.error else ""))
 
 # Recorded only now, after the answer is on screen, so the database never delays it (once per session).
-history_note = record_safely(get_history, prediction, source, memo=st.session_state)
+history_note = record_once(prediction, source)
 if history_note:
     st.warning(history_note)

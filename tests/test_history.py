@@ -20,6 +20,7 @@ from facexpr.history import (
     SqliteHistory,
     feedback_safely,
     open_history,
+    record_batch_safely,
     record_safely,
 )
 from facexpr.labels import EXPRESSIONS
@@ -114,21 +115,19 @@ def test_concurrent_sessions_lose_no_record(history):  # noqa: F811
     assert history.count() == 40
 
 
-def test_record_safely_records_once_per_session_and_attaches_answers(history):  # noqa: F811
-    memo: dict = {}
+def test_record_safely_returns_the_ids_and_answers_attach_to_them(history):  # noqa: F811
     prediction = fake_prediction(faces=2)
-    assert record_safely(history, prediction, "upload", memo) is None
-    assert record_safely(history, prediction, "upload", memo) is None  # a rerun of the page
+    ids, warning = record_safely(lambda: history, prediction, "upload")
+    assert warning is None and len(ids) == 2
     assert history.count() == 2
-    assert feedback_safely(history, prediction, 1, "fear", False, "relabeled/fear/x.png", memo=memo) is None
-    answered = [d for d in (history.get(i) for i in memo[next(iter(memo))]) if "feedback" in d]
+    assert feedback_safely(lambda: history, ids[1], "fear", False, "relabeled/fear/x.png") is None
+    answered = [d for d in (history.get(i) for i in ids) if "feedback" in d]
     assert [(d["face_index"], d["feedback"]["label"]) for d in answered] == [(1, "fear")]
 
 
-def test_feedback_safely_records_first_when_needed(history):  # noqa: F811
-    prediction = fake_prediction(faces=1)
-    assert feedback_safely(history, prediction, 0, "happy", True, None) is None
-    assert history.count() == 1
+def test_no_face_is_not_recorded_safely(history):  # noqa: F811
+    assert record_safely(lambda: history, fake_prediction(faces=0), "upload") == (None, None)
+    assert history.count() == 0
 
 
 # ---------------------------------------------------------------- choosing a backend
@@ -215,7 +214,7 @@ def test_a_delivery_retried_after_a_lost_reply_does_not_duplicate(tmp_path):
     client = mongomock.MongoClient(tz_aware=True)
     h = MongoHistory(client=client, db_name="fx", data_dir=tmp_path)
     docs = [{"_id": __import__("bson").ObjectId(), **FIXTURE[0]}]
-    h.outbox.append([("insert", {"docs": docs})])
+    h.buffer.append([("insert", {"docs": docs})])
     client["fx"]["predictions"].insert_one(dict(docs[0]))  # the first try got through, its reply was lost
     assert h.flush() == 1
     assert h.count() == 1 and h.pending() == 0
@@ -232,20 +231,19 @@ def test_buffered_records_show_up_in_reads_once_the_database_is_back(tmp_path):
 
 
 def test_record_safely_turns_an_outage_into_a_warning(tmp_path):
-    memo: dict = {}
     down = down_history(tmp_path)
     prediction = fake_prediction(faces=1)
-    warning = record_safely(down, prediction, "upload", memo)
+    ids, warning = record_safely(lambda: down, prediction, "upload")
     assert warning and "unreachable" in warning and "kept locally" in warning
     # The answer a person saves later is kept too, under the same record id.
-    warning = feedback_safely(down, prediction, 0, "angry", False, "relabeled/angry/z.png", memo=memo)
+    warning = feedback_safely(lambda: down, ids[0], "angry", False, "relabeled/angry/z.png")
     assert warning and "kept locally" in warning
     assert down.pending() == 2
 
 
 def test_a_broken_uri_is_a_message_naming_the_setting(tmp_path):
     h = MongoHistory("mongodb://[not-a-host", "fx", tmp_path)
-    warning = record_safely(h, fake_prediction(faces=1), "upload", {})
+    _, warning = record_safely(lambda: h, fake_prediction(faces=1), "upload")
     assert "FACEXPR_MONGODB_URI" in warning
     assert h.pending() == 1  # still kept
 
@@ -261,25 +259,21 @@ def test_record_safely_never_raises(tmp_path):
         def record(self, prediction, source):
             raise RuntimeError("disk on fire")
 
-    warning = record_safely(Broken(), fake_prediction(faces=1), "upload", {})
-    assert "disk on fire" in warning
+        def insert_documents(self, docs):
+            raise RuntimeError("disk on fire")
+
+    ids, warning = record_safely(lambda: Broken(), fake_prediction(faces=1), "upload")
+    assert ids is None and "disk on fire" in warning
+    assert "disk on fire" in record_batch_safely(lambda: Broken(), [fake_prediction(faces=1)], "batch")
 
 
 def test_a_history_that_cannot_be_opened_is_a_warning_too():
     def cannot_open():
         raise HistoryError("The embedded history /nowhere cannot be opened: read-only file system")
 
-    assert "read-only" in record_safely(cannot_open, fake_prediction(faces=1), "upload", {})
-    assert "read-only" in feedback_safely(cannot_open, fake_prediction(faces=1), 0, "sad", False, None)
-
-
-def test_a_history_can_be_given_as_the_function_that_opens_it(tmp_path):
-    h = SqliteHistory(tmp_path / EMBEDDED_FILE)
-    memo: dict = {}
-    assert record_safely(lambda: h, fake_prediction(faces=1), "upload", memo) is None
-    assert feedback_safely(lambda: h, fake_prediction(faces=1), 0, "sad", False, None, memo=memo) is None
-    assert h.count() == 1 and h.get(next(iter(memo.values()))[0])["feedback"]["label"] == "sad"
-
+    assert "read-only" in record_safely(cannot_open, fake_prediction(faces=1), "upload")[1]
+    assert "read-only" in record_batch_safely(cannot_open, [fake_prediction(faces=1)], "batch")
+    assert "read-only" in feedback_safely(cannot_open, "1", "sad", False, None)
 
 
 def test_embedded_history_works_when_tensorflow_loaded_sqlite_first(tmp_path):

@@ -1,0 +1,320 @@
+"""The embedded history: one SQLite file (WAL) under FACEXPR_DATA_DIR.
+
+Per-day rollups of the confidence and latency bins sit beside the raw rows (updated in the same
+transaction as each insert), so a 30-day window reads a few thousand rollup rows plus the raw
+rows of at most one partial day, whatever the traffic.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from facexpr.errors import HistoryError
+from facexpr.history.documents import (
+    CONFIDENCE_BINS,
+    DAY_S,
+    LATENCY_BINS_PER_OCTAVE,
+    LATENCY_FLOOR_MS,
+    STAGES,
+    CubeRow,
+    FeedbackRow,
+    LatencyRow,
+    RelabelRow,
+    bounds,
+    check_document,
+    documents_for,
+    feedback_of,
+)
+
+if TYPE_CHECKING:
+    from facexpr.predict import Prediction
+
+EMBEDDED_FILE = "history.sqlite3"
+_EPOCH = date(1970, 1, 1)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS predictions (
+    id INTEGER PRIMARY KEY,
+    ts REAL NOT NULL,                -- UTC, seconds since the epoch
+    model_version TEXT NOT NULL,
+    image_sha256 TEXT NOT NULL,
+    face_index INTEGER NOT NULL,
+    box TEXT NOT NULL,               -- JSON [x, y, w, h]
+    expression TEXT NOT NULL,
+    confidence REAL NOT NULL,
+    probabilities TEXT NOT NULL,     -- JSON {expression: probability}
+    latency_decode REAL NOT NULL,
+    latency_detect REAL NOT NULL,
+    latency_classify REAL NOT NULL,
+    latency_total REAL NOT NULL,
+    source TEXT NOT NULL,
+    feedback_label TEXT,
+    feedback_confirmed INTEGER,
+    feedback_ts REAL,
+    feedback_object_key TEXT
+);
+CREATE INDEX IF NOT EXISTS ix_predictions_ts ON predictions(ts);
+CREATE INDEX IF NOT EXISTS ix_predictions_model_version ON predictions(model_version);
+-- Answers are few: partial indexes keep the feedback queries off the big table.
+CREATE INDEX IF NOT EXISTS ix_predictions_answered ON predictions(ts) WHERE feedback_label IS NOT NULL;
+CREATE INDEX IF NOT EXISTS ix_predictions_feedback_ts ON predictions(feedback_ts)
+    WHERE feedback_ts IS NOT NULL;
+CREATE TABLE IF NOT EXISTS daily_confidence (
+    day INTEGER NOT NULL, model_version TEXT NOT NULL, expression TEXT NOT NULL, bin INTEGER NOT NULL,
+    n INTEGER NOT NULL, confidence_sum REAL NOT NULL,
+    PRIMARY KEY (day, model_version, expression, bin)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS daily_latency (
+    day INTEGER NOT NULL, stage TEXT NOT NULL, bin INTEGER NOT NULL, n INTEGER NOT NULL,
+    PRIMARY KEY (day, stage, bin)
+) WITHOUT ROWID;
+"""
+
+_DAY_SQL = f"CAST(ts / {DAY_S} AS INTEGER)"
+_CONF_BIN_SQL = f"MIN({CONFIDENCE_BINS - 1}, CAST(confidence * {CONFIDENCE_BINS} AS INTEGER))"
+
+
+def _lat_bin_sql(column: str) -> str:
+    return (f"CAST(floor(log2(max({column}, {LATENCY_FLOOR_MS})) * {LATENCY_BINS_PER_OCTAVE} + 0.5) "
+            "AS INTEGER)")
+
+
+# Rollups of the rows with id in [?, ?]: run in the inserting transaction, so they always agree.
+_ROLLUP_CONFIDENCE = f"""
+INSERT INTO daily_confidence (day, model_version, expression, bin, n, confidence_sum)
+SELECT {_DAY_SQL}, model_version, expression, {_CONF_BIN_SQL}, COUNT(*), SUM(confidence)
+FROM predictions WHERE id BETWEEN ? AND ? GROUP BY 1, 2, 3, 4
+ON CONFLICT (day, model_version, expression, bin)
+DO UPDATE SET n = n + excluded.n, confidence_sum = confidence_sum + excluded.confidence_sum
+"""
+_ROLLUP_LATENCY = "\nUNION ALL\n".join(
+    f"SELECT {_DAY_SQL} AS day, '{stage}' AS stage, {_lat_bin_sql('latency_' + stage)} AS bin "
+    f"FROM predictions WHERE id BETWEEN :lo AND :hi" for stage in STAGES)
+_ROLLUP_LATENCY = f"""
+INSERT INTO daily_latency (day, stage, bin, n)
+SELECT day, stage, bin, COUNT(*) FROM ({_ROLLUP_LATENCY}) WHERE true GROUP BY 1, 2, 3
+ON CONFLICT (day, stage, bin) DO UPDATE SET n = n + excluded.n
+"""
+
+_INSERT = """
+INSERT INTO predictions (ts, model_version, image_sha256, face_index, box, expression, confidence,
+    probabilities, latency_decode, latency_detect, latency_classify, latency_total, source,
+    feedback_label, feedback_confirmed, feedback_ts, feedback_object_key)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+"""
+
+
+def _day(number: int) -> date:
+    return _EPOCH + timedelta(days=int(number))
+
+
+def _from_epoch(value: float | None) -> datetime | None:
+    return None if value is None else datetime.fromtimestamp(value, UTC)
+
+
+def _ensure_math_functions(db: sqlite3.Connection) -> None:
+    """SQLite's floor/log2 are a compile-time option: a libsqlite3 loaded earlier by another
+    library (TensorFlow brings one without them) wins over Python's. Supply them when missing."""
+    try:
+        db.execute("SELECT floor(log2(2.0))")
+    except sqlite3.OperationalError:
+        db.create_function("floor", 1, lambda v: None if v is None else math.floor(v), deterministic=True)
+        db.create_function("log2", 1, lambda v: None if v is None or v <= 0 else math.log2(v),
+                           deterministic=True)
+
+
+class SqliteHistory:
+    """The embedded store: one SQLite file (WAL) under FACEXPR_DATA_DIR, safe across threads.
+
+    One connection guarded by a lock serves every Streamlit session thread of the process; other
+    processes (the CLI) share the file through SQLite's own locking.
+    """
+
+    backend = "embedded"
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.location = str(self.path)
+        self._lock = threading.RLock()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            _ensure_math_functions(self._db)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across app crashes
+            self._db.executescript(_SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise HistoryError(f"The embedded history {self.path} cannot be opened: {exc}") from exc
+
+    # -- plumbing
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._db
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise HistoryError(f"The embedded history {self.path} could not be written: {exc}") from exc
+
+    def _query(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[tuple]:
+        with self._lock:
+            try:
+                return self._db.execute(sql, params).fetchall()
+            except sqlite3.Error as exc:
+                raise HistoryError(f"The embedded history {self.path} could not be read: {exc}") from exc
+
+    @staticmethod
+    def _row(doc: dict[str, Any]) -> tuple:
+        lat = doc["latency_ms"]
+        fb = doc.get("feedback") or {}
+        return (doc["ts"].timestamp(), doc["model_version"], doc["image_sha256"], doc["face_index"],
+                json.dumps(doc["box"]), doc["expression"], doc["confidence"],
+                json.dumps(doc["probabilities"]), lat["decode"], lat["detect"], lat["classify"],
+                lat["total"], doc["source"], fb.get("label"),
+                None if not fb else int(fb["confirmed"]), fb["ts"].timestamp() if fb else None,
+                fb.get("object_key"))
+
+    # -- writes
+
+    def record(self, prediction: Prediction, source: str, ts: datetime | None = None) -> list[str]:
+        return self.insert_documents(documents_for(prediction, source, ts))
+
+    def insert_documents(self, docs: Iterable[dict[str, Any]], batch: int = 50_000) -> list[str]:
+        ids: list[str] = []
+        chunk: list[tuple] = []
+
+        def write(rows: list[tuple]) -> None:
+            with self._transaction() as db:
+                first = db.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM predictions").fetchone()[0]
+                db.executemany(_INSERT, rows)
+                last = first + len(rows) - 1
+                db.execute(_ROLLUP_CONFIDENCE, (first, last))
+                db.execute(_ROLLUP_LATENCY, {"lo": first, "hi": last})
+            ids.extend(str(i) for i in range(first, last + 1))
+
+        for doc in docs:
+            chunk.append(self._row(check_document(doc)))
+            if len(chunk) >= batch:
+                write(chunk)
+                chunk = []
+        if chunk:
+            write(chunk)
+        return ids
+
+    def attach_feedback(self, record_id: str, label: str, confirmed: bool, object_key: str | None,
+                        ts: datetime | None = None) -> None:
+        fb = feedback_of(label, confirmed, ts, object_key)
+        with self._transaction() as db:
+            cur = db.execute(
+                "UPDATE predictions SET feedback_label = ?, feedback_confirmed = ?, feedback_ts = ?, "
+                "feedback_object_key = ? WHERE id = ?",
+                (fb["label"], int(fb["confirmed"]), fb["ts"].timestamp(), fb["object_key"],
+                 _int_id(record_id)))
+            if cur.rowcount == 0:
+                raise HistoryError(f"No prediction record {record_id!r} in the history.")
+
+    def pending(self) -> int:
+        return 0
+
+    def flush(self) -> int:
+        return 0
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def rebuild_rollups(self) -> None:
+        """Recompute the per-day rollups from the raw rows (after editing the file by hand)."""
+        with self._transaction() as db:
+            db.execute("DELETE FROM daily_confidence")
+            db.execute("DELETE FROM daily_latency")
+            db.execute(_ROLLUP_CONFIDENCE, (0, 2**62))
+            db.execute(_ROLLUP_LATENCY, {"lo": 0, "hi": 2**62})
+
+    # -- reads
+
+    def get(self, record_id: str) -> dict[str, Any] | None:
+        rows = self._query("SELECT * FROM predictions WHERE id = ?", (_int_id(record_id),))
+        if not rows:
+            return None
+        (rid, ts, model, sha, face, box, expr, conf, probs, dec, det, cls, tot, source,
+         fb_label, fb_confirmed, fb_ts, fb_key) = rows[0]
+        doc = {"id": str(rid), "ts": _from_epoch(ts), "model_version": model, "image_sha256": sha,
+               "face_index": face, "box": json.loads(box), "expression": expr, "confidence": conf,
+               "probabilities": json.loads(probs),
+               "latency_ms": {"decode": dec, "detect": det, "classify": cls, "total": tot}, "source": source}
+        if fb_label is not None:
+            doc["feedback"] = {"label": fb_label, "confirmed": bool(fb_confirmed), "ts": _from_epoch(fb_ts),
+                               "object_key": fb_key}
+        return doc
+
+    def count(self, start: datetime | None = None, end: datetime | None = None) -> int:
+        lo, hi = bounds(start, end)
+        return int(self._query("SELECT COUNT(*) FROM predictions WHERE ts >= ? AND ts < ?", (lo, hi))[0][0])
+
+    @staticmethod
+    def _split(start: datetime | None, end: datetime | None) -> tuple[int, int, list[tuple[float, float]]]:
+        """Whole UTC days [d0, d1) read from the rollups, and the raw ts ranges left at the edges."""
+        lo, hi = bounds(start, end)
+        d0 = -(2**40) if lo == -math.inf else math.ceil(lo / DAY_S)
+        d1 = 2**40 if hi == math.inf else math.floor(hi / DAY_S)
+        if d0 >= d1:  # the window lies within one or two partial days: raw rows only
+            return 0, 0, [(lo, hi)]
+        return d0, d1, [(lo, d0 * DAY_S), (d1 * DAY_S, hi)]
+
+    def confidence_cube(self, start: datetime | None, end: datetime | None) -> list[CubeRow]:
+        d0, d1, edges = self._split(start, end)
+        raw = " UNION ALL ".join(
+            f"SELECT {_DAY_SQL}, model_version, expression, {_CONF_BIN_SQL}, 1, confidence "
+            "FROM predictions WHERE ts >= ? AND ts < ?" for _ in edges)
+        sql = (f"SELECT day, model_version, expression, bin, SUM(n), SUM(s) FROM ("
+               f"SELECT day, model_version, expression, bin, n, confidence_sum AS s FROM daily_confidence "
+               f"WHERE day >= ? AND day < ? UNION ALL {raw}) GROUP BY 1, 2, 3, 4")  # names from the 1st arm
+        params = [d0, d1, *[v for edge in edges for v in edge]]
+        return [(_day(d), m, e, int(b), int(n), float(s)) for d, m, e, b, n, s in self._query(sql, params)]
+
+    def latency_bins(self, start: datetime | None, end: datetime | None) -> list[LatencyRow]:
+        d0, d1, edges = self._split(start, end)
+        raw = " UNION ALL ".join(
+            f"SELECT '{stage}', {_lat_bin_sql('latency_' + stage)}, 1 "
+            "FROM predictions WHERE ts >= ? AND ts < ?" for _ in edges for stage in STAGES)
+        sql = (f"SELECT stage, bin, SUM(n) FROM (SELECT stage, bin, n FROM daily_latency "
+               f"WHERE day >= ? AND day < ? UNION ALL {raw}) GROUP BY 1, 2")
+        params = [d0, d1, *[v for edge in edges for _ in STAGES for v in edge]]
+        return [(s, int(b), int(n)) for s, b, n in self._query(sql, params)]
+
+    def feedback_counts(self, start: datetime | None, end: datetime | None) -> list[FeedbackRow]:
+        lo, hi = bounds(start, end)
+        rows = self._query(
+            f"SELECT {_DAY_SQL}, model_version, expression, feedback_label, feedback_confirmed, COUNT(*) "
+            "FROM predictions WHERE feedback_label IS NOT NULL AND ts >= ? AND ts < ? GROUP BY 1, 2, 3, 4, 5",
+            (lo, hi))
+        return [(_day(d), m, e, label, bool(c), int(n)) for d, m, e, label, c, n in rows]
+
+    def relabel_counts(self, since: datetime | None) -> list[RelabelRow]:
+        lo, _ = bounds(since, None)
+        rows = self._query(
+            "SELECT feedback_label, feedback_confirmed, COUNT(*) FROM predictions "
+            "WHERE feedback_ts IS NOT NULL AND feedback_ts >= ? GROUP BY 1, 2", (lo,))
+        return [(label, bool(c), int(n)) for label, c, n in rows]
+
+
+def _int_id(record_id: str) -> int:
+    try:
+        return int(record_id)
+    except (TypeError, ValueError) as exc:
+        raise HistoryError(f"{record_id!r} is not a record id of the embedded history.") from exc
