@@ -19,8 +19,7 @@ from PIL import Image
 
 from facexpr.errors import DataError, FacexprError
 from facexpr.imaging import encode_png
-from facexpr.labels import EXPRESSIONS, INDEX, NUM_CLASSES
-from facexpr.model import CROP_SIZE
+from facexpr.labels import CROP_SIZE, EXPRESSIONS, INDEX, NUM_CLASSES
 from facexpr.store import open_store
 
 

@@ -37,6 +37,11 @@ class StoreUnavailable(StoreError):
     """The image store could not be reached; retrying later may work."""
 
 
+class OutboxItemDamaged(StoreError):
+    """An item waiting in the store outbox cannot be delivered as it is (its bytes are gone or do
+    not match their checksum): it stays for a person to look at; the rest go on."""
+
+
 class HistoryError(FacexprError):
     """The history refused a request (an unknown record id, a broken database file, bad input)."""
 

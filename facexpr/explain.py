@@ -8,7 +8,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from facexpr.model import CROP_SIZE, Classifier
+from facexpr.labels import CROP_SIZE
+from facexpr.model import Classifier
 
 
 def _feature_layer(network):

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from facexpr.model import CROP_SIZE
+from facexpr.errors import ModelError
+from facexpr.labels import CROP_SIZE
 
 READY_CROP_MAX_SIDE = 64  # images this small (both sides) are taken as ready face crops
 DETECT_MAX_SIDE = 320  # the full pass runs on a copy no larger than this
@@ -51,7 +52,8 @@ def _load_cascade() -> cv2.CascadeClassifier:
     path = cv2.data.haarcascades + "haarcascade_frontalface_default.xml"
     cascade = cv2.CascadeClassifier(path)
     if cascade.empty():
-        raise RuntimeError(f"OpenCV's face cascade is missing at {path}")
+        raise ModelError(f"OpenCV's face detector file is missing or unreadable at {path}: reinstall "
+                         "opencv-python-headless (requirements.txt).")
     return cascade
 
 

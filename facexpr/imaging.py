@@ -108,3 +108,17 @@ def encode_png(gray: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(np.asarray(gray, dtype=np.uint8)).save(buf, format="PNG", optimize=False)
     return buf.getvalue()
+
+
+_MAGIC = ((b"\x89PNG\r\n\x1a\n", "png"), (b"\xff\xd8\xff", "jpg"), (b"GIF8", "gif"), (b"BM", "bmp"),
+          (b"II*\x00", "tif"), (b"MM\x00*", "tif"))
+
+
+def image_extension(data: bytes) -> str:
+    """File extension from the bytes themselves (an upload's name is not to be trusted)."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    for magic, ext in _MAGIC:
+        if data.startswith(magic):
+            return ext
+    return "bin"

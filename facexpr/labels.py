@@ -5,6 +5,7 @@ from facexpr.errors import LabelError
 EXPRESSIONS: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 NUM_CLASSES = len(EXPRESSIONS)
 INDEX = {name: i for i, name in enumerate(EXPRESSIONS)}
+CROP_SIZE = 48  # FER2013's face crops are 48×48 gray: what the labels above are given to
 
 
 def parse_label(value: str) -> str:

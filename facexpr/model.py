@@ -16,11 +16,10 @@ from typing import Any
 import numpy as np
 
 from facexpr.errors import ModelError
-from facexpr.labels import EXPRESSIONS, NUM_CLASSES
+from facexpr.labels import CROP_SIZE, EXPRESSIONS, NUM_CLASSES
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of CLI output
 
-CROP_SIZE = 48
 BATCH_SIZE = 128  # crops per call (×2 with flip averaging): throughput is flat from 64 up (benchmarks/)
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 PRECISIONS = ("float32", "bfloat16")  # of batched predictions; single crops always run in float32

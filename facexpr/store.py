@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from facexpr.errors import StoreError, StoreUnavailable  # the store's two kinds of failure
+from facexpr.errors import FacexprError, StoreError, StoreUnavailable
 
 
 @dataclass(frozen=True)
@@ -174,7 +174,7 @@ class S3Store:
     def _endpoint(self) -> str:
         return str(getattr(getattr(self.client, "meta", None), "endpoint_url", "") or "AWS")
 
-    def _translate(self, exc: Exception, key: str = "") -> FacexprError:
+    def _translate(self, exc: Exception, key: str = "") -> StoreError:
         from botocore.exceptions import (
             BotoCoreError,
             ClientError,

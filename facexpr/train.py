@@ -25,8 +25,8 @@ from facexpr.data import Dataset, load_ferplus, load_layout
 from facexpr.errors import DataError
 from facexpr.evaluate import report
 from facexpr.inference import has_native_bf16
-from facexpr.labels import EXPRESSIONS
-from facexpr.model import CROP_SIZE, Classifier, build_network, read_card, save_model
+from facexpr.labels import CROP_SIZE, EXPRESSIONS
+from facexpr.model import Classifier, build_network, read_card, save_model
 
 
 @dataclass

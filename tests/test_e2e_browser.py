@@ -309,9 +309,9 @@ def test_s3_and_mongodb_down_while_a_person_works(browser, tmp_path, tiny_model_
     outbox = [p for p in (data_dir / "outbox").rglob("*") if p.is_file()]
     assert outbox, "the correction is not in the outbox"
     assert any(p.read_bytes().startswith(b"\x89PNG") for p in outbox)
-    from facexpr.history import OUTBOX_FILE, Outbox
+    from facexpr.history import BUFFER_FILE, WriteBuffer
 
-    buffered = Outbox(data_dir / OUTBOX_FILE)
+    buffered = WriteBuffer(data_dir / BUFFER_FILE)
     try:
         assert len(buffered) >= 2  # the prediction and the person's answer
     finally:

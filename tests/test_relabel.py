@@ -21,7 +21,7 @@ from facexpr.imaging import encode_png
 from facexpr.labels import EXPRESSIONS
 from facexpr.predict import FaceResult, Prediction
 from facexpr.relabel import (
-    Outbox,
+    StoreOutbox,
     count_relabeled,
     flush_outbox,
     image_extension,
@@ -303,7 +303,7 @@ def test_outbox_ignores_half_written_items_and_keeps_damaged_ones(tmp_path):
 
 
 def test_outbox_item_files_are_plain_json_and_bytes(tmp_path):
-    outbox = Outbox(tmp_path)
+    outbox = StoreOutbox(tmp_path)
     item = outbox.add("originals", "put", "abc.jpg", b"bytes", {"sha256": "abc"}, reason="down")
     again = outbox.add("originals", "put", "abc.jpg", b"bytes", {"sha256": "abc"}, reason="down")
     assert item.id == again.id and len(outbox) == 1

@@ -1,0 +1,23 @@
+"""A person's answer to a prediction: store the face crop under its true label, never lose it.
+
+- `keys`: where things go (the relabeled and originals roots, content-hash keys);
+- `saving`: `save_relabel` / `save_crop`, the page's and the CLI's call;
+- `outbox`: the store outbox, where answers the store could not take wait for `sync`;
+- `counts`: what has been gathered since a model was trained.
+"""
+
+from facexpr.imaging import image_extension
+from facexpr.relabel.counts import RelabelSummary, count_relabeled, relabel_summary
+from facexpr.relabel.keys import ORIGINALS, RELABELED, ROLES, originals_uri, planned_location, role_uri
+from facexpr.relabel.outbox import OutboxItem, StoreOutbox, SyncReport, deliver, flush_outbox, outbox_for
+from facexpr.relabel.saving import FLUSH_ON_SAVE, SaveResult, save_crop, save_relabel
+
+# Its name before the history's buffer got its own: code written against it keeps working.
+Outbox = StoreOutbox
+
+__all__ = [
+    "FLUSH_ON_SAVE", "ORIGINALS", "RELABELED", "ROLES", "Outbox", "OutboxItem", "RelabelSummary",
+    "SaveResult", "StoreOutbox", "SyncReport", "count_relabeled", "deliver", "flush_outbox",
+    "image_extension", "originals_uri", "outbox_for", "planned_location", "relabel_summary", "role_uri",
+    "save_crop", "save_relabel",
+]
