@@ -18,9 +18,9 @@ with st.sidebar:
     model_selector()
     try:
         classifier = served_classifier()
-        val = classifier.card.get("val", {})
+        accuracy = classifier.card.val.accuracy
         st.caption(f"Model **{classifier.version}**"
-                   + (f" · val accuracy {val['accuracy']:.1%}" if "accuracy" in val else ""))
+                   + (f" · val accuracy {accuracy:.1%}" if accuracy is not None else ""))
     except FacexprError as exc:
         st.error(str(exc))
     st.caption("Images: " + (f"S3 bucket `{settings.s3_bucket}`" if settings.s3_bucket

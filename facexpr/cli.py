@@ -150,11 +150,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     recipe.init_from = args.init_from
     relabeled = args.relabeled if args.relabeled is not None else load_settings().relabeled_uri
     card = train(args.data, args.out, relabeled_uri=relabeled or None, recipe=recipe, resume=args.resume)
-    val = card["val"]
+    val = card.val
     print(f"\nWrote {args.out}.keras and {args.out}.json")
-    print(f"val accuracy {val['accuracy']:.4f}  macro F1 {val['macro_f1']:.4f}  (n={val['n']}, "
-          f"{card['epochs']} epochs, {card['wall_time_s']:.0f} s)")
-    _print_per_class(val)
+    print(f"val accuracy {val.accuracy:.4f}  macro F1 {val.macro_f1:.4f}  (n={val.n}, "
+          f"{card.epochs} epochs, {card.wall_time_s:.0f} s)")
+    _print_per_class(val.to_dict())
     return 0
 
 

@@ -17,15 +17,10 @@ import pandas as pd
 
 from facexpr.config import Settings
 from facexpr.errors import ModelError
-from facexpr.history import (
-    CONFIDENCE_BINS,
-    LOW_CONFIDENCE,
-    STAGES,
-    History,
-    latency_bin_value,
-    utc,
-)
+from facexpr.history import CONFIDENCE_BINS, LOW_CONFIDENCE, STAGES, History, latency_bin_value
 from facexpr.labels import EXPRESSIONS
+from facexpr.model import MODELS_DIR, ModelCard, card_path, newest_model, read_card
+from facexpr.times import utc
 
 WINDOWS: dict[str, timedelta | None] = {
     "Last 24 hours": timedelta(hours=24),
@@ -218,28 +213,26 @@ class CardMetrics:
 
 
 def served_card(settings: Settings, models_dir: Path | None = None, model: str | None = None
-                ) -> dict[str, Any] | None:
+                ) -> ModelCard | None:
     """The card of the served model (MODEL, e.g. a session's choice, else FACEXPR_MODEL, else the
-    newest in MODELS_DIR), read without loading the network."""
-    from facexpr.model import MODELS_DIR, card_path, newest_model, read_card
-
+    newest in MODELS_DIR), read without loading the network; None when there is none or it is broken."""
     try:
         chosen = model or settings.model
         path = Path(chosen) if chosen else newest_model(models_dir or MODELS_DIR)
         return read_card(path) if card_path(path).exists() else None
-    except (ModelError, OSError, ValueError):
+    except ModelError:
         return None
 
 
-def card_metrics(card: dict[str, Any] | None) -> CardMetrics | None:
+def card_metrics(card: ModelCard | None) -> CardMetrics | None:
     """The card's validation figures as frames (None without a card)."""
-    if not card:
+    if card is None:
         return None
-    val = card.get("val") or {}
+    val = card.val
     per_class = pd.DataFrame(
-        [{"expression": name, **{k: (val.get("per_class") or {}).get(name, {}).get(k)
+        [{"expression": name, **{k: val.per_class.get(name, {}).get(k)
                                  for k in ("precision", "recall", "f1", "support")}} for name in EXPRESSIONS])
-    matrix = val.get("confusion") or []
+    matrix = val.confusion
     confusion = pd.DataFrame(
         [{"label": EXPRESSIONS[i], "predicted": EXPRESSIONS[j], "count": int(matrix[i][j])}
          for i in range(min(len(matrix), len(EXPRESSIONS)))
@@ -247,13 +240,9 @@ def card_metrics(card: dict[str, Any] | None) -> CardMetrics | None:
         columns=["label", "predicted", "count"])
     if not confusion.empty and confusion["count"].sum() == 0:
         confusion = confusion.iloc[0:0]  # an all-zero matrix says nothing
-    try:
-        trained_at = utc(card.get("trained_at")) if card.get("trained_at") else None
-    except ValueError:
-        trained_at = None
-    relabeled = ((card.get("data") or {}).get("relabeled") or {}).get("counts") or {}
-    return CardMetrics(name=str(card.get("name", "")), trained_at=trained_at, accuracy=val.get("accuracy"),
-                       macro_f1=val.get("macro_f1"), n=val.get("n"), per_class=per_class, confusion=confusion,
+    relabeled = (card.data.get("relabeled") or {}).get("counts") or {}
+    return CardMetrics(name=card.name, trained_at=card.trained_at, accuracy=val.accuracy,
+                       macro_f1=val.macro_f1, n=val.n, per_class=per_class, confusion=confusion,
                        relabeled_in_training={k: int(v) for k, v in relabeled.items()})
 
 

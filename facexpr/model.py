@@ -1,4 +1,4 @@
-"""The Keras network, its model card, and batch prediction on 48×48 face crops.
+"""The Keras network, its model card (`ModelCard`), and batch prediction on 48×48 face crops.
 
 The network takes raw 8-bit gray pixels (0..255) and scales them itself, so every caller
 feeds the same thing: crops straight from `faces`.
@@ -10,6 +10,7 @@ import json
 import os
 import threading
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import numpy as np
 
 from facexpr.errors import ModelError
 from facexpr.labels import CROP_SIZE, EXPRESSIONS, NUM_CLASSES
+from facexpr.times import utc
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of CLI output
 
@@ -54,40 +56,169 @@ def build_network(widths: tuple[int, ...] = (32, 64, 128, 256), dropout: float =
     return keras.Model(inputs, outputs, name="facexpr_vgg")
 
 
+# ---------------------------------------------------------------- the model card
+
+@dataclass
+class Scores:
+    """An evaluation as a card records it (`val`, or a section `evaluate --add-to-card` wrote)."""
+
+    n: int | None = None
+    accuracy: float | None = None
+    macro_f1: float | None = None
+    per_class: dict[str, dict[str, float]] = field(default_factory=dict)  # expression → precision … support
+    confusion: list[list[int]] = field(default_factory=list)  # rows: true class, FER2013 order
+    extra: dict[str, Any] = field(default_factory=dict)  # anything else written beside them, kept as written
+
+    @classmethod
+    def from_dict(cls, value: Any, where: str = "the card") -> Scores:
+        if not isinstance(value, dict):
+            raise ModelError(f"{where} has scores that are not a JSON object.")
+        known = {"n", "accuracy", "macro_f1", "per_class", "confusion"}
+        try:
+            return cls(n=None if value.get("n") is None else int(value["n"]),
+                       accuracy=_number(value.get("accuracy")), macro_f1=_number(value.get("macro_f1")),
+                       per_class=dict(value.get("per_class") or {}),
+                       confusion=[[int(c) for c in row] for row in value.get("confusion") or []],
+                       extra={k: v for k, v in value.items() if k not in known})
+        except (TypeError, ValueError) as exc:
+            raise ModelError(f"{where} has unreadable scores: {exc}") from exc
+
+    def to_dict(self) -> dict[str, Any]:
+        figures = {"n": self.n, "accuracy": self.accuracy, "macro_f1": self.macro_f1,
+                   "per_class": self.per_class, "confusion": self.confusion}
+        return {**{k: v for k, v in figures.items() if v not in (None, {}, [])}, **self.extra}
+
+
+def _number(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+# What training writes: typed fields, then the sections `evaluate --add-to-card` may not take over.
+RESERVED_CARD_KEYS = frozenset({"name", "trained_at", "classes", "input", "data", "recipe", "parameters",
+                                "seed", "epochs", "wall_time_s", "machine", "val", "history", "init_from"})
+_TYPED = ("name", "trained_at", "classes", "data", "epochs", "wall_time_s", "val")
+# The order a new card is written in: what it is, what it learnt from, how, how well.
+_CARD_ORDER = ("name", "trained_at", "classes", "input", "data", "init_from", "recipe", "parameters", "seed",
+               "epochs", "wall_time_s", "machine", "val", "history")
+
+
+@dataclass
+class ModelCard:
+    """What a model file's JSON card says: parsed and checked once (`from_dict`), typed where code
+    reads it. Every other section (`input`, `recipe`, `machine`, `history`, `photos`, and any a
+    later tool adds) rides in `sections` as written, so reading and writing a card loses nothing."""
+
+    name: str = ""
+    trained_at: datetime | None = None
+    classes: tuple[str, ...] = EXPRESSIONS
+    data: dict[str, Any] = field(default_factory=dict)  # train / val / relabeled (/ ferplus): source, counts
+    epochs: int | None = None
+    wall_time_s: float | None = None
+    val: Scores = field(default_factory=Scores)
+    sections: dict[str, Any] = field(default_factory=dict)
+    _order: tuple[str, ...] = field(default=_CARD_ORDER, repr=False, compare=False)  # key order as read
+
+    @classmethod
+    def from_dict(cls, raw: Any, default_name: str = "") -> ModelCard:
+        """Check RAW (a card's JSON object); ModelError names what is wrong."""
+        where = f"The model card of {default_name or 'this model'}"
+        if not isinstance(raw, dict):
+            raise ModelError(f"{where} is not a JSON object.")
+        try:
+            trained_at = utc(raw.get("trained_at"))
+        except (TypeError, ValueError) as exc:
+            raise ModelError(f"{where} has a trained_at that is not an ISO time: "
+                             f"{raw['trained_at']!r}.") from exc
+        classes = tuple(raw.get("classes") or EXPRESSIONS)
+        if classes != EXPRESSIONS:
+            raise ModelError(f"{where} predicts {list(classes)}, not the seven expressions.")
+        try:
+            epochs = None if raw.get("epochs") is None else int(raw["epochs"])
+            wall = _number(raw.get("wall_time_s"))
+        except (TypeError, ValueError) as exc:
+            raise ModelError(f"{where} has an unreadable epochs or wall_time_s: {exc}") from exc
+        data = raw.get("data") or {}
+        if not isinstance(data, dict):
+            raise ModelError(f"{where} has a data section that is not a JSON object.")
+        return cls(name=str(raw.get("name") or default_name), trained_at=trained_at, classes=classes,
+                   data=data, epochs=epochs, wall_time_s=wall,
+                   val=Scores.from_dict(raw.get("val") or {}, where),
+                   sections={k: v for k, v in raw.items() if k not in _TYPED}, _order=tuple(raw))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object: keys in the order they were read (new ones after), absent ones left out."""
+        typed = {"name": self.name, "trained_at": self.trained_at.isoformat() if self.trained_at else None,
+                 "classes": list(self.classes), "data": self.data, "epochs": self.epochs,
+                 "wall_time_s": self.wall_time_s, "val": self.val.to_dict()}
+        if "classes" not in self._order:  # read from a card that left them implicit: keep it so
+            del typed["classes"]
+        values = {**{k: v for k, v in typed.items() if v not in (None, {}, "")}, **self.sections}
+        order = [k for k in self._order if k in values] + [k for k in values if k not in self._order]
+        return {k: values[k] for k in order}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str, default_name: str = "") -> ModelCard:
+        try:
+            raw = json.loads(text)
+        except ValueError as exc:
+            raise ModelError(f"The model card of {default_name or 'this model'} is not valid JSON: "
+                             f"{exc}") from exc
+        return cls.from_dict(raw, default_name)
+
+
 def card_path(model_path: Path) -> Path:
-    return model_path.with_suffix(".json")
+    return Path(model_path).with_suffix(".json")
 
 
-def read_card(model_path: Path) -> dict[str, Any]:
-    """The model card beside MODEL_PATH ({} when there is none), named after the file by default."""
-    path = card_path(Path(model_path))
-    card = json.loads(path.read_text()) if path.exists() else {}
-    card.setdefault("name", Path(model_path).stem)
-    return card
+def read_card(model_path: Path) -> ModelCard:
+    """The model card beside MODEL_PATH, named after the file by default (a blank card when the
+    file has none). ModelError when the card cannot be read or is broken."""
+    path = card_path(model_path)
+    if not path.exists():
+        return ModelCard(name=Path(model_path).stem)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ModelError(f"The model card {path} cannot be read: {exc.strerror or exc}.") from exc
+    return ModelCard.from_json(text, Path(model_path).stem)
+
+
+def write_card(model_path: Path, card: ModelCard) -> None:
+    """Write CARD beside MODEL_PATH, all or nothing: a card is never left half-written."""
+    path = card_path(model_path)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(card.to_json())
+    tmp.replace(path)
+
+
+def _servable(models_dir: Path) -> list[tuple[ModelCard, Path]]:
+    """Every model in MODELS_DIR with a readable card, newest first; a broken card is left out."""
+    found = []
+    for keras_file in models_dir.glob("*.keras"):
+        if not card_path(keras_file).exists():
+            continue
+        try:
+            found.append((read_card(keras_file), keras_file))
+        except ModelError:
+            continue
+    never = datetime.min.replace(tzinfo=UTC)
+    return sorted(found, key=lambda c: (c[0].trained_at or never, c[1].name), reverse=True)
 
 
 def newest_model(models_dir: Path = MODELS_DIR) -> Path:
     """The model whose card is newest (by its `trained_at`), i.e. the shipped default."""
-    cards = []
-    for card_file in models_dir.glob("*.json"):
-        keras_file = card_file.with_suffix(".keras")
-        if not keras_file.exists():
-            continue
-        try:
-            trained_at = json.loads(card_file.read_text()).get("trained_at", "")
-        except (OSError, ValueError):
-            continue
-        cards.append((trained_at, keras_file.name, keras_file))
-    if not cards:
+    servable = _servable(models_dir)
+    if not servable:
         raise ModelError(f"No model found in {models_dir}: train one with `python -m facexpr train`.")
-    return max(cards)[2]
+    return servable[0][1]
 
 
 def list_models(models_dir: Path = MODELS_DIR) -> list[Path]:
-    """Every servable model (a .keras file with its card), newest first."""
-    found = [p for p in models_dir.glob("*.keras") if card_path(p).exists()]
-    return sorted(found, key=lambda p: json.loads(card_path(p).read_text()).get("trained_at", ""),
-                  reverse=True)
+    """Every servable model (a .keras file with a readable card), newest first."""
+    return [path for _, path in _servable(models_dir)]
 
 
 @dataclass
@@ -104,7 +235,7 @@ class Classifier:
     """
 
     network: Any
-    card: dict[str, Any] = field(default_factory=dict)
+    card: ModelCard = field(default_factory=ModelCard)
     path: Path | None = None
     flip_average: bool = True
     fast: bool = True
@@ -150,7 +281,7 @@ class Classifier:
 
     @property
     def version(self) -> str:
-        return str(self.card.get("name") or (self.path.stem if self.path else "unsaved"))
+        return self.card.name or (self.path.stem if self.path else "unsaved")
 
     def predict(self, crops: np.ndarray, batch_size: int = BATCH_SIZE) -> np.ndarray:
         """crops: (N, 48, 48) uint8 → (N, 7) float probabilities summing to 1."""
@@ -182,36 +313,25 @@ def load_classifier(path: str | os.PathLike | None = None, precision: str = "flo
         network = keras.models.load_model(model_path, compile=False)
     except Exception as exc:  # Keras raises many types for a bad file; all mean the same here
         raise ModelError(f"Could not load model {model_path}: {exc}") from exc
-    card = read_card(model_path)
-    card.setdefault("classes", list(EXPRESSIONS))
-    if list(card["classes"]) != list(EXPRESSIONS):
-        raise ModelError(f"Model {model_path} predicts {card['classes']}, not the seven expressions.")
-    classifier = Classifier(network=network, card=card, path=model_path, precision=precision)
+    classifier = Classifier(network=network, card=read_card(model_path), path=model_path, precision=precision)
     classifier.predict(np.zeros((1, CROP_SIZE, CROP_SIZE), np.uint8))  # trace now, not on the first request
     return classifier
-
-
-RESERVED_CARD_KEYS = frozenset({"name", "trained_at", "classes", "input", "data", "recipe", "parameters",
-                                "seed", "epochs", "wall_time_s", "machine", "val", "history"})
 
 
 def add_to_card(model_path: Path, section: str, figures: dict[str, Any]) -> None:
     """Record an evaluation under SECTION of the model's card (training's own entries stay as written)."""
     if section in RESERVED_CARD_KEYS:
         raise ModelError(f"{section!r} is written by training; choose another card section name.")
-    path = card_path(Path(model_path))
-    card = json.loads(path.read_text()) if path.exists() else {}
-    card[section] = figures
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(card, indent=2) + "\n")
-    tmp.replace(path)  # all or nothing: a card is never left half-written
+    card = read_card(model_path)
+    card.sections[section] = figures
+    write_card(model_path, card)
 
 
-def save_model(network: Any, card: dict[str, Any], out: Path) -> Path:
+def save_model(network: Any, card: ModelCard, out: Path) -> Path:
     """Write OUT.keras and OUT.json side by side; returns the .keras path."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     keras_path = out.with_suffix(".keras")
     network.save(keras_path)
-    card_path(keras_path).write_text(json.dumps(card, indent=2) + "\n")
+    write_card(keras_path, card)
     return keras_path

@@ -25,8 +25,8 @@ from facexpr.data import Dataset, load_ferplus, load_layout
 from facexpr.errors import DataError
 from facexpr.evaluate import report
 from facexpr.inference import has_native_bf16
-from facexpr.labels import CROP_SIZE, EXPRESSIONS
-from facexpr.model import Classifier, build_network, read_card, save_model
+from facexpr.labels import CROP_SIZE
+from facexpr.model import Classifier, ModelCard, Scores, build_network, read_card, save_model
 
 
 @dataclass
@@ -173,8 +173,10 @@ def _machine() -> dict[str, Any]:
 
 def train(data_uri: str, out: str | os.PathLike, relabeled_uri: str | None = None,
           recipe: Recipe | None = None, resume: bool = False, checkpoint_dir: Path | None = None,
-          verbose: int | None = None) -> dict[str, Any]:
-    """Train, evaluate on val with flip averaging, write OUT.keras + OUT.json (+ OUT.png)."""
+          verbose: int | None = None) -> ModelCard:
+    """Train, evaluate on val with flip averaging, write OUT.keras + OUT.json (+ OUT.png).
+
+    Returns the model card it wrote."""
     import keras
 
     recipe = recipe or Recipe()
@@ -234,28 +236,29 @@ def train(data_uri: str, out: str | os.PathLike, relabeled_uri: str | None = Non
     val_probs = Classifier(served).predict(val_set.images)
     val_report = report(val_set.labels, val_probs.argmax(1))
 
-    card = {
-        "name": out.name,
-        "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "classes": list(EXPRESSIONS),
-        "input": {"size": [CROP_SIZE, CROP_SIZE], "channels": 1, "pixels": "uint8 0..255, gray"},
-        "data": {
+    card = ModelCard(
+        name=out.name,
+        trained_at=datetime.now(UTC).replace(microsecond=0),
+        data={
             "train": {"source": data_uri, "counts": train_set.counts(), "skipped": train_set.skipped},
             "val": {"source": data_uri, "counts": val_set.counts(), "skipped": val_set.skipped},
             "relabeled": {"source": relabeled_uri, "counts": relabeled.counts(),
                           "skipped": relabeled.skipped},
             **({"ferplus": ferplus_report} if ferplus_report else {}),
         },
-        **({"init_from": _init_summary(recipe.init_from)} if recipe.init_from else {}),
-        "recipe": _jsonable(asdict(recipe)),
-        "parameters": int(served.count_params()),
-        "seed": recipe.seed,
-        "epochs": recipe.epochs,
-        "wall_time_s": round(wall, 1),
-        "machine": _machine(),
-        "val": {**val_report, "test_time_augmentation": "horizontal flip average"},
-        "history": history,
-    }
+        epochs=recipe.epochs,
+        wall_time_s=round(wall, 1),
+        val=Scores.from_dict({**val_report, "test_time_augmentation": "horizontal flip average"}),
+        sections={
+            "input": {"size": [CROP_SIZE, CROP_SIZE], "channels": 1, "pixels": "uint8 0..255, gray"},
+            **({"init_from": _init_summary(recipe.init_from)} if recipe.init_from else {}),
+            "recipe": _jsonable(asdict(recipe)),
+            "parameters": int(served.count_params()),
+            "seed": recipe.seed,
+            "machine": _machine(),
+            "history": history,
+        },
+    )
     keras_path = save_model(served, card, out)
     _plot_learning_curve(history, keras_path.with_suffix(".png"))
     return card
@@ -279,8 +282,8 @@ def _start_from(network, model_path: str) -> None:
 def _init_summary(model_path: str) -> dict[str, Any]:
     """What a warm restart started from: the model's name, val accuracy, epochs and wall time."""
     card = read_card(Path(model_path))
-    return {"model": card["name"], "val_accuracy": card.get("val", {}).get("accuracy"),
-            "epochs": card.get("epochs"), "wall_time_s": card.get("wall_time_s")}
+    return {"model": card.name, "val_accuracy": card.val.accuracy, "epochs": card.epochs,
+            "wall_time_s": card.wall_time_s}
 
 
 def _jsonable(value: Any) -> Any:

@@ -7,6 +7,7 @@ calls is plain Python.
 from __future__ import annotations
 
 import hashlib
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -92,7 +93,7 @@ def get_history() -> History:
 
 
 @st.cache_data(ttl=60, show_spinner=False)
-def relabel_counts(_settings: Settings, uri: str, since: str | None,
+def relabel_counts(_settings: Settings, uri: str, since: datetime | None,
                    saves: tuple[str, ...]) -> RelabelSummary:
     """Relabeled images per class since SINCE. Cached: listing S3 on every rerun would be slow,
     and an outage would stall each one. URI and SAVES are in the cache key so a changed store and

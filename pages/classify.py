@@ -98,11 +98,12 @@ with answer_col:
                         st.warning(history_note)
             if saved is not None:
                 (st.warning if saved.queued else st.success)(saved.message())
-    since = served_classifier().card.get("trained_at")
+    since = served_classifier().card.trained_at
     summary = relabel_counts(settings, settings.relabeled_uri, since,
                              tuple(r.key for r in saved_answers.values()))
     gathered = " · ".join(f"{name} {n}" for name, n in summary.counts.items())
-    st.caption(f"Relabeled since this model was trained ({(since or 'unknown')[:16].replace('T', ' ')}): "
+    trained = f"{since:%Y-%m-%d %H:%M}" if since else "unknown"
+    st.caption(f"Relabeled since this model was trained ({trained}): "
                f"{gathered if summary.total else 'none yet'}"
                + (f" · {summary.pending} waiting in the outbox" if summary.pending else "")
                + (f" · counts unavailable: {summary.error}" if summary.error else ""))

@@ -58,12 +58,12 @@ def blank_photo_bytes() -> bytes:
 def tiny_model_path(tmp_path_factory) -> Path:
     """An untrained two-stage network with a model card: loads in a second, answers anything."""
     from facexpr.labels import EXPRESSIONS
-    from facexpr.model import build_network, save_model
+    from facexpr.model import ModelCard, build_network, save_model
 
     out = tmp_path_factory.mktemp("models") / "tiny-test"
     card = {"name": "tiny-test", "trained_at": "2026-01-01T00:00:00+00:00", "classes": list(EXPRESSIONS),
             "val": {"accuracy": 0.5, "per_class": {}, "confusion": [[0] * 7] * 7}}
-    return save_model(build_network(widths=(4, 8)), card, out)
+    return save_model(build_network(widths=(4, 8)), ModelCard.from_dict(card), out)
 
 
 @pytest.fixture(scope="session")

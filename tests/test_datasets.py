@@ -50,8 +50,8 @@ def test_upload_then_train_from_s3(tmp_path, s3, capsys):  # noqa: F811
     open_store(uri).put("ferplus_labels.csv", (tmp_path / "ferplus.csv").read_bytes())
     card = train(uri, tmp_path / "models" / "s3", verbose=0,
                  recipe=tiny_recipe(ferplus=uri + "/ferplus_labels.csv", ferplus_weight=0.3))
-    assert card["data"]["train"]["source"] == uri and card["val"]["n"] == 7
-    assert card["data"]["ferplus"]["matched"] == 7  # row 1 (001.png) of every class, read from S3
+    assert card.data["train"]["source"] == uri and card.val.n == 7
+    assert card.data["ferplus"]["matched"] == 7  # row 1 (001.png) of every class, read from S3
 
 
 def test_upload_to_a_missing_bucket_names_the_setting(tmp_path, s3, capsys):  # noqa: F811

@@ -23,6 +23,7 @@ from facexpr.health import (
     window_bounds,
 )
 from facexpr.history import EMBEDDED_FILE, SqliteHistory
+from facexpr.model import ModelCard
 from tests.histories import FIXTURE, WINDOW_START, day, doc, history  # noqa: F401
 
 
@@ -190,7 +191,7 @@ CARD = {
 
 
 def test_card_metrics_for_display_beside_the_live_ones(report):
-    metrics = card_metrics(CARD)
+    metrics = card_metrics(ModelCard.from_dict(CARD))
     assert metrics.name == "fer-v2" and metrics.accuracy == 0.7 and metrics.macro_f1 == 0.6
     assert metrics.trained_at == datetime(2026, 3, 1, 8, tzinfo=UTC)
     assert metrics.per_class.set_index("expression").loc["happy", "f1"] == 0.85
@@ -207,7 +208,7 @@ def test_card_metrics_for_display_beside_the_live_ones(report):
 def test_served_card_follows_the_model_setting(tmp_path):
     (tmp_path / "fer-v2.keras").write_bytes(b"not read")
     (tmp_path / "fer-v2.json").write_text(json.dumps(CARD))
-    assert served_card(Settings(model=str(tmp_path / "fer-v2.keras")))["name"] == "fer-v2"
-    assert served_card(Settings(), models_dir=tmp_path)["name"] == "fer-v2"
+    assert served_card(Settings(model=str(tmp_path / "fer-v2.keras"))).name == "fer-v2"
+    assert served_card(Settings(), models_dir=tmp_path).name == "fer-v2"
     assert served_card(Settings(), models_dir=tmp_path / "empty") is None
     assert served_card(Settings(model=str(tmp_path / "missing.keras"))) is None

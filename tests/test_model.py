@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 
 from facexpr.errors import ModelError
-from facexpr.model import build_network, load_classifier, newest_model, save_model
+from facexpr.model import (
+    ModelCard,
+    build_network,
+    list_models,
+    load_classifier,
+    newest_model,
+    read_card,
+    save_model,
+)
 from facexpr.predict import predict_image
 from tests.conftest import shipped_card
 
@@ -37,7 +45,8 @@ def test_missing_model_file_is_a_clear_error(tmp_path):
 
 
 def test_card_with_other_classes_is_refused(tmp_path):
-    path = save_model(build_network(widths=(4,)), {"name": "odd", "classes": ["a", "b"]}, tmp_path / "odd")
+    path = save_model(build_network(widths=(4,)), ModelCard(name="odd"), tmp_path / "odd")
+    path.with_suffix(".json").write_text(json.dumps({"name": "odd", "classes": ["a", "b"]}))
     with pytest.raises(ModelError, match="not the seven"):
         load_classifier(path)
 
@@ -49,6 +58,27 @@ def test_newest_card_is_the_default(tmp_path):
     assert newest_model(tmp_path).name == "new.keras"
     with pytest.raises(ModelError, match="No model"):
         newest_model(tmp_path / "empty")
+
+
+def test_a_card_round_trip_keeps_every_section(tmp_path):
+    raw = {"name": "m", "trained_at": "2026-06-01T00:00:00+00:00", "val": {"accuracy": 0.5, "n": 2},
+           "retrain": {"corrections": 12}, "photos": {"accuracy": 0.4}, "epochs": 3}
+    card = ModelCard.from_dict(raw)
+    assert card.val.accuracy == 0.5 and card.epochs == 3 and card.sections["retrain"] == {"corrections": 12}
+    assert ModelCard.from_json(card.to_json()) == card
+    assert card.to_dict() == raw and list(card.to_dict()) == list(raw)  # the order it was written in, too
+
+
+@pytest.mark.parametrize("broken", ["{not json", "[1, 2]", '{"trained_at": "last tuesday"}',
+                                    '{"val": {"accuracy": "high"}}', '{"classes": ["a", "b"]}'])
+def test_a_broken_card_is_a_model_error_and_left_out_of_the_models(tmp_path, broken):
+    for name, text in (("good", json.dumps({"trained_at": "2026-01-01T00:00:00+00:00"})), ("bad", broken)):
+        (tmp_path / f"{name}.keras").write_bytes(b"x")
+        (tmp_path / f"{name}.json").write_text(text)
+    with pytest.raises(ModelError, match="model card of bad"):
+        read_card(tmp_path / "bad.keras")
+    assert list_models(tmp_path) == [tmp_path / "good.keras"]
+    assert newest_model(tmp_path) == tmp_path / "good.keras"
 
 
 card = shipped_card()
@@ -67,9 +97,7 @@ def test_shipped_model_card_reports_its_evaluation():
 
 @shipped
 def test_the_default_model_is_the_best_one_shipped():
-    from facexpr.model import list_models, read_card
-
-    others = {p.stem: read_card(p)["val"]["accuracy"] for p in list_models()}
+    others = {p.stem: read_card(p).val.accuracy for p in list_models()}
     assert card["val"]["accuracy"] == max(others.values()), others
 
 

@@ -47,12 +47,13 @@ def test_train_writes_model_card_and_curve(tmp_path):
     card = train(str(tmp_path / "fer"), tmp_path / "models" / "m", relabeled_uri=str(tmp_path / "relabeled"),
                  recipe=tiny_recipe(), verbose=0)
     saved = json.loads((tmp_path / "models" / "m.json").read_text())
-    assert saved == card
-    assert card["data"]["train"]["counts"] == dict.fromkeys(EXPRESSIONS, 6)
-    assert card["data"]["relabeled"]["counts"] == dict.fromkeys(EXPRESSIONS, 1)
-    assert card["data"]["relabeled"]["skipped"] == 1
-    assert card["val"]["n"] == 14 and len(card["val"]["confusion"]) == 7
-    assert card["epochs"] == 2 and len(card["history"]["accuracy"]) == 2 and card["seed"] == 1234
+    assert saved == card.to_dict()
+    assert card.data["train"]["counts"] == dict.fromkeys(EXPRESSIONS, 6)
+    assert card.data["relabeled"]["counts"] == dict.fromkeys(EXPRESSIONS, 1)
+    assert card.data["relabeled"]["skipped"] == 1
+    assert card.val.n == 14 and len(card.val.confusion) == 7
+    assert card.epochs == 2 and card.sections["seed"] == 1234
+    assert len(card.sections["history"]["accuracy"]) == 2
     assert (tmp_path / "models" / "m.png").stat().st_size > 0
     classifier = load_classifier(tmp_path / "models" / "m.keras")
     assert classifier.version == "m" and classifier.predict(np.zeros((2, 48, 48), np.uint8)).shape == (2, 7)
@@ -64,7 +65,7 @@ def test_resume_continues_from_the_checkpoint(tmp_path, capsys):
     train(str(tmp_path / "fer"), out, recipe=tiny_recipe(), verbose=0)
     card = train(str(tmp_path / "fer"), out, recipe=tiny_recipe(), resume=True, verbose=0)
     assert "Resuming from epoch 2 of 2" in capsys.readouterr().out
-    assert len(card["history"]["accuracy"]) == 2  # nothing retrained, history kept
+    assert len(card.sections["history"]["accuracy"]) == 2  # nothing retrained, history kept
     with pytest.raises(DataError, match="another recipe"):
         train(str(tmp_path / "fer"), out, recipe=tiny_recipe(seed=7), resume=True, verbose=0)
 
@@ -136,10 +137,10 @@ def test_training_with_ferplus_records_what_it_used(tmp_path):
     csv_path = ferplus_csv(tmp_path / "ferplus.csv", {0: {"NF": 10}, 1: {"neutral": 10}})
     card = train(str(tmp_path / "fer"), tmp_path / "models" / "f", relabeled_uri=None,
                  recipe=tiny_recipe(ferplus=csv_path, ferplus_weight=0.2), verbose=0)
-    assert card["data"]["ferplus"] == {"source": csv_path, "weight": 0.2, "matched": 7,
+    assert card.data["ferplus"] == {"source": csv_path, "weight": 0.2, "matched": 7,
                                        "left_out_not_a_face": 7}
-    assert card["data"]["train"]["counts"] == dict.fromkeys(EXPRESSIONS, 5)
-    assert card["recipe"]["ferplus_weight"] == 0.2
+    assert card.data["train"]["counts"] == dict.fromkeys(EXPRESSIONS, 5)
+    assert card.sections["recipe"]["ferplus_weight"] == 0.2
 
 
 def test_a_warm_restart_starts_from_the_given_model(tmp_path):
