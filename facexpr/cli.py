@@ -82,12 +82,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     else:
         print(f"{result['n']} images, accuracy {result['accuracy']:.4f}, macro F1 {result['macro_f1']:.4f}, "
               f"faces found {result['faces_found']}/{result['n']}")
-        _print_per_class(result)
+        _print_per_class(result["per_class"])
     return 0
 
 
-def _print_per_class(report: dict) -> None:
-    for name, c in report["per_class"].items():
+def _print_per_class(per_class: dict[str, dict[str, float]]) -> None:
+    for name, c in per_class.items():
         print(f"  {name:9s} precision {c['precision']:.3f}  recall {c['recall']:.3f}  "
               f"f1 {c['f1']:.3f}  support {c['support']}")
 
@@ -154,7 +154,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     print(f"\nWrote {args.out}.keras and {args.out}.json")
     print(f"val accuracy {val.accuracy:.4f}  macro F1 {val.macro_f1:.4f}  (n={val.n}, "
           f"{card.epochs} epochs, {card.wall_time_s:.0f} s)")
-    _print_per_class(val.to_dict())
+    _print_per_class(val.per_class)
     return 0
 
 

@@ -1,4 +1,5 @@
-"""Shared fixtures: isolated settings, a tiny untrained model, images made on the fly.
+"""Shared fixtures: isolated settings, a tiny untrained model, images made on the fly, an S3
+endpoint on loopback (tests/s3server.py) and each history backend (tests/histories.py).
 
 Tests never read ../shared or the network; the one photo they carry is public domain
 (tests/fixtures/astronaut.jpg: NASA portrait of Eileen Collins, via scikit-image's data).
@@ -8,11 +9,16 @@ from __future__ import annotations
 
 import io
 import json
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+
+from tests.histories import BACKENDS, make_history
+from tests.s3server import DUMMY_CREDENTIALS, S3Endpoint, S3Setup
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -88,3 +94,40 @@ def shipped_card() -> dict | None:
         return json.loads(newest_model().with_suffix(".json").read_text())
     except ModelError:
         return None
+
+
+# ---------------------------------------------------------------- S3 on loopback, each history backend
+
+@pytest.fixture(scope="module")
+def s3_endpoint() -> Iterator[S3Endpoint]:
+    endpoint = S3Endpoint().start()
+    yield endpoint
+    endpoint.stop()
+
+
+@pytest.fixture
+def s3(s3_endpoint: S3Endpoint, monkeypatch: pytest.MonkeyPatch) -> Iterator[S3Setup]:
+    """A fresh bucket, configured as facexpr's store through the environment."""
+    if s3_endpoint.server is None:  # a test stopped it: bring it back on the same port
+        s3_endpoint.start()
+    for key, value in DUMMY_CREDENTIALS.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint.url)
+    bucket = f"fx-{uuid.uuid4().hex[:12]}"
+    client = s3_endpoint.client()
+    client.create_bucket(Bucket=bucket)
+    monkeypatch.setenv("FACEXPR_S3_BUCKET", bucket)
+    yield S3Setup(s3_endpoint, bucket, client)
+    if s3_endpoint.server is None:
+        s3_endpoint.start()
+    s3_endpoint.check_credentials(False)
+
+
+@pytest.fixture(params=BACKENDS)
+def history(request, tmp_path):
+    h = make_history(request.param, tmp_path / "data")
+    yield h
+    if request.param == "mongodb" and h._client is not None:
+        h._client.drop_database(h.db_name)
+    h.close()

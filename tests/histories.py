@@ -1,4 +1,5 @@
-"""History backends and a small hand-checked fixture, shared by the history, health and page tests.
+"""History backends and a small hand-checked fixture, shared by the history, health and page tests
+(the `history` fixture in tests/conftest.py runs a test on each backend).
 
 Every backend test runs on the embedded store, on MongoDB through mongomock, and on a real
 MongoDB when FACEXPR_TEST_MONGODB_URI is set (each test gets its own database, dropped after).
@@ -33,15 +34,6 @@ def make_history(kind: str, data_dir) -> Any:
 
         return MongoHistory(client=mongomock.MongoClient(tz_aware=True), data_dir=data_dir)
     return MongoHistory(REAL_MONGO, f"facexpr_test_{uuid.uuid4().hex[:12]}", data_dir)
-
-
-@pytest.fixture(params=BACKENDS)
-def history(request, tmp_path):
-    h = make_history(request.param, tmp_path / "data")
-    yield h
-    if request.param == "mongodb" and h._client is not None:
-        h._client.drop_database(h.db_name)
-    h.close()
 
 
 def doc(ts: datetime, model: str, expression: str, confidence: float, latency: tuple[float, ...],

@@ -1,21 +1,17 @@
 """A real S3 HTTP endpoint on loopback for the store tests: moto's ThreadedMotoServer, never a
 patched boto3. Requests go through botocore's whole stack (signing, HTTP, error parsing).
 
-Import the fixtures into a test module: `from tests.s3server import s3, s3_endpoint  # noqa: F401`.
-Each module gets its own server; moto keeps its buckets in process memory, so a server stopped
-and started again on the same port (an outage and a recovery) still has them.
+The fixtures `s3_endpoint` and `s3` (tests/conftest.py) use it: each module gets its own server;
+moto keeps its buckets in process memory, so a server stopped and started again on the same port
+(an outage and a recovery) still has them.
 """
 
 from __future__ import annotations
 
 import socket
 import urllib.request
-import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
-
-import pytest
 
 DUMMY_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                      "AWS_DEFAULT_REGION": "us-east-1"}
@@ -67,13 +63,6 @@ class S3Endpoint:
                                      region_name="us-east-1").client("s3", endpoint_url=self.url)
 
 
-@pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[S3Endpoint]:
-    endpoint = S3Endpoint().start()
-    yield endpoint
-    endpoint.stop()
-
-
 @dataclass
 class S3Setup:
     endpoint: S3Endpoint
@@ -83,22 +72,3 @@ class S3Setup:
     def keys(self, prefix: str = "") -> list[str]:
         listing = self.client.list_objects_v2(Bucket=self.bucket, Prefix=prefix)
         return sorted(o["Key"] for o in listing.get("Contents", []))
-
-
-@pytest.fixture
-def s3(s3_endpoint: S3Endpoint, monkeypatch: pytest.MonkeyPatch) -> Iterator[S3Setup]:
-    """A fresh bucket, configured as facexpr's store through the environment."""
-    if s3_endpoint.server is None:  # a test stopped it: bring it back on the same port
-        s3_endpoint.start()
-    for key, value in DUMMY_CREDENTIALS.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint.url)
-    bucket = f"fx-{uuid.uuid4().hex[:12]}"
-    client = s3_endpoint.client()
-    client.create_bucket(Bucket=bucket)
-    monkeypatch.setenv("FACEXPR_S3_BUCKET", bucket)
-    yield S3Setup(s3_endpoint, bucket, client)
-    if s3_endpoint.server is None:
-        s3_endpoint.start()
-    s3_endpoint.check_credentials(False)

@@ -7,8 +7,7 @@ from PIL import Image
 from facexpr.cli import main
 from facexpr.data import load_layout
 from facexpr.labels import EXPRESSIONS
-from tests.s3server import s3, s3_endpoint  # noqa: F401
-from tests.test_train import ferplus_csv, make_layout, tiny_recipe
+from tests.layouts import ferplus_csv, make_layout, tiny_recipe
 
 
 def fer_csv(path, rows) -> None:
@@ -34,7 +33,7 @@ def test_import_of_a_wrong_csv_says_so(tmp_path, capsys):
     assert "not Kaggle's fer2013.csv" in capsys.readouterr().err
 
 
-def test_upload_then_train_from_s3(tmp_path, s3, capsys):  # noqa: F811
+def test_upload_then_train_from_s3(tmp_path, s3, capsys):
     make_layout(tmp_path / "fer" / "train", 3)
     make_layout(tmp_path / "fer" / "val", 1, seed=1)
     uri = f"s3://{s3.bucket}/fer2013"
@@ -54,7 +53,7 @@ def test_upload_then_train_from_s3(tmp_path, s3, capsys):  # noqa: F811
     assert card.data["ferplus"]["matched"] == 7  # row 1 (001.png) of every class, read from S3
 
 
-def test_upload_to_a_missing_bucket_names_the_setting(tmp_path, s3, capsys):  # noqa: F811
+def test_upload_to_a_missing_bucket_names_the_setting(tmp_path, s3, capsys):
     make_layout(tmp_path / "fer", 1)
     assert main(["upload-dataset", str(tmp_path / "fer"), "--to", "s3://no-such-bucket-fx/x"]) == 2
     assert "FACEXPR_S3_BUCKET" in capsys.readouterr().err

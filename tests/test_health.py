@@ -24,11 +24,11 @@ from facexpr.health import (
 )
 from facexpr.history import EMBEDDED_FILE, SqliteHistory
 from facexpr.model import ModelCard
-from tests.histories import FIXTURE, WINDOW_START, day, doc, history  # noqa: F401
+from tests.histories import FIXTURE, WINDOW_START, day, doc
 
 
 @pytest.fixture
-def report(history):  # noqa: F811
+def report(history):
     history.insert_documents(FIXTURE)
     return health_report(history, WINDOW_START, None, since=day(9, 0))
 
@@ -108,7 +108,7 @@ def test_live_per_class_scores_against_people(report):
     assert pd.isna(live.loc["disgust", "f1"])  # nobody said disgust, the model never did
 
 
-def test_all_time_and_empty_windows(history):  # noqa: F811
+def test_all_time_and_empty_windows(history):
     history.insert_documents(FIXTURE)
     everything = health_report(history, None, None)
     assert everything.total == 7 and everything.answered == 6
@@ -118,7 +118,7 @@ def test_all_time_and_empty_windows(history):  # noqa: F811
     assert nothing.latency["p50_ms"].isna().all()
 
 
-def test_an_empty_history_is_an_empty_report(history):  # noqa: F811
+def test_an_empty_history_is_an_empty_report(history):
     report = health_report(history, *window_bounds("Last 7 days"))
     assert report.empty and report.total == 0
     assert report.confidence["predictions"].sum() == 0 and report.models.empty

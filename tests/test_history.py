@@ -24,13 +24,13 @@ from facexpr.history import (
     record_safely,
 )
 from facexpr.labels import EXPRESSIONS
-from tests.histories import FIXTURE, fake_prediction, history  # noqa: F401
+from tests.histories import FIXTURE, fake_prediction
 
 DOC_FIELDS = {"id", "ts", "model_version", "image_sha256", "face_index", "box", "expression", "confidence",
               "probabilities", "latency_ms", "source"}
 
 
-def test_one_document_per_face_with_the_agreed_fields(history):  # noqa: F811
+def test_one_document_per_face_with_the_agreed_fields(history):
     prediction = fake_prediction(faces=2)
     before = datetime.now(UTC)
     ids = history.record(prediction, "upload")
@@ -53,12 +53,12 @@ def test_one_document_per_face_with_the_agreed_fields(history):  # noqa: F811
     assert history.count() == 2
 
 
-def test_no_face_records_nothing(history):  # noqa: F811
+def test_no_face_records_nothing(history):
     assert history.record(fake_prediction(faces=0), "cli") == []
     assert history.count() == 0
 
 
-def test_feedback_is_attached_and_a_later_answer_replaces_it(history):  # noqa: F811
+def test_feedback_is_attached_and_a_later_answer_replaces_it(history):
     record_id = history.record(fake_prediction(faces=1), "camera")[0]
     history.attach_feedback(record_id, "Sad ", False, "s3://bucket/relabeled/sad/x.png")
     fb = history.get(record_id)["feedback"]
@@ -70,7 +70,7 @@ def test_feedback_is_attached_and_a_later_answer_replaces_it(history):  # noqa: 
     assert (fb["label"], fb["confirmed"], fb["object_key"]) == ("happy", True, None)
 
 
-def test_bad_input_is_refused_with_a_clear_message(history):  # noqa: F811
+def test_bad_input_is_refused_with_a_clear_message(history):
     record_id = history.record(fake_prediction(faces=1), "upload")[0]
     with pytest.raises(LabelError, match="Unknown expression"):
         history.attach_feedback(record_id, "grumpy", False, None)
@@ -81,13 +81,13 @@ def test_bad_input_is_refused_with_a_clear_message(history):  # noqa: F811
     assert history.count() == 1 and "feedback" not in history.get(record_id)
 
 
-def test_feedback_for_a_missing_record_is_an_error(history):  # noqa: F811
+def test_feedback_for_a_missing_record_is_an_error(history):
     missing = "999999" if history.backend == "embedded" else "0123456789abcdef01234567"
     with pytest.raises(HistoryError, match="No prediction record"):
         history.attach_feedback(missing, "sad", False, None)
 
 
-def test_windows_count_by_utc_time(history):  # noqa: F811
+def test_windows_count_by_utc_time(history):
     history.insert_documents(FIXTURE)
     assert history.count() == len(FIXTURE)
     assert history.count(datetime(2026, 3, 8, 6, tzinfo=UTC), None) == 6
@@ -96,7 +96,7 @@ def test_windows_count_by_utc_time(history):  # noqa: F811
     assert history.count(datetime(2026, 3, 9, 1, tzinfo=UTC), datetime(2026, 3, 9, 12, tzinfo=UTC)) == 1
 
 
-def test_concurrent_sessions_lose_no_record(history):  # noqa: F811
+def test_concurrent_sessions_lose_no_record(history):
     errors: list[BaseException] = []
 
     def session() -> None:
@@ -115,7 +115,7 @@ def test_concurrent_sessions_lose_no_record(history):  # noqa: F811
     assert history.count() == 40
 
 
-def test_record_safely_returns_the_ids_and_answers_attach_to_them(history):  # noqa: F811
+def test_record_safely_returns_the_ids_and_answers_attach_to_them(history):
     prediction = fake_prediction(faces=2)
     ids, warning = record_safely(lambda: history, prediction, "upload")
     assert warning is None and len(ids) == 2
@@ -125,7 +125,7 @@ def test_record_safely_returns_the_ids_and_answers_attach_to_them(history):  # n
     assert [(d["face_index"], d["feedback"]["label"]) for d in answered] == [(1, "fear")]
 
 
-def test_no_face_is_not_recorded_safely(history):  # noqa: F811
+def test_no_face_is_not_recorded_safely(history):
     assert record_safely(lambda: history, fake_prediction(faces=0), "upload") == (None, None)
     assert history.count() == 0
 

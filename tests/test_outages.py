@@ -15,7 +15,7 @@ from streamlit.testing.v1 import AppTest
 from facexpr.cli import main as cli
 from facexpr.labels import EXPRESSIONS
 from tests.conftest import ROOT
-from tests.s3server import closed_port_url, s3, s3_endpoint  # noqa: F401  (fixtures)
+from tests.s3server import closed_port_url
 
 CLASSIFY = str(ROOT / "pages" / "classify.py")
 HEALTH = str(ROOT / "pages" / "model_health.py")
@@ -39,7 +39,7 @@ def texts(at: AppTest) -> str:
     return "\n".join(e.value for kind in ("error", "warning", "success", "info") for e in getattr(at, kind))
 
 
-def test_s3_down_keeps_the_correction_and_sync_delivers_it_once(s3, monkeypatch, use_tiny_model,  # noqa: F811
+def test_s3_down_keeps_the_correction_and_sync_delivers_it_once(s3, monkeypatch, use_tiny_model,
                                                                   astronaut_bytes, isolated_settings):
     monkeypatch.setenv("AWS_ENDPOINT_URL", closed_port_url())  # S3 goes away while the person works
     at, _, chosen = classify_and_correct(astronaut_bytes)

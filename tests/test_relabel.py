@@ -33,7 +33,7 @@ from facexpr.relabel import (
 )
 from facexpr.store import LocalStore, open_store
 from tests.conftest import image_bytes
-from tests.s3server import closed_port_url, s3, s3_endpoint  # noqa: F401
+from tests.s3server import closed_port_url
 
 
 def make_crop(seed: int = 0) -> np.ndarray:
@@ -206,7 +206,7 @@ def test_image_extension_from_bytes():
 # ---- the outbox: an outage loses nothing and delivers once
 
 
-def test_outage_queues_everything_and_sync_delivers_once(s3):  # noqa: F811
+def test_outage_queues_everything_and_sync_delivers_once(s3):
     settings = load_settings()
     s3.endpoint.stop()  # the endpoint goes away
     prediction = make_prediction([make_crop()], "happy", b"\xff\xd8\xff upload")
@@ -236,7 +236,7 @@ def test_outage_queues_everything_and_sync_delivers_once(s3):  # noqa: F811
                                                               f"relabeled/{result.key}"]
 
 
-def test_a_later_save_delivers_the_outbox(s3, monkeypatch):  # noqa: F811
+def test_a_later_save_delivers_the_outbox(s3, monkeypatch):
     settings = load_settings()
     live = s3.endpoint.url
     monkeypatch.setenv("AWS_ENDPOINT_URL", closed_port_url())
@@ -249,7 +249,7 @@ def test_a_later_save_delivers_the_outbox(s3, monkeypatch):  # noqa: F811
     assert s3.keys() == sorted([f"relabeled/{queued.key}", f"relabeled/{later.key}"])
 
 
-def test_bad_credentials_queue_and_name_the_setting(s3):  # noqa: F811
+def test_bad_credentials_queue_and_name_the_setting(s3):
     settings = load_settings()
     s3.endpoint.check_credentials(True)
     result = save_crop(settings, make_crop(), "happy", predicted="sad", confidence=0.5, model_version="m")
@@ -259,7 +259,7 @@ def test_bad_credentials_queue_and_name_the_setting(s3):  # noqa: F811
     assert s3.keys() == [f"relabeled/{result.key}"]
 
 
-def test_missing_bucket_queues_and_sync_after_the_fix_delivers(s3, monkeypatch):  # noqa: F811
+def test_missing_bucket_queues_and_sync_after_the_fix_delivers(s3, monkeypatch):
     monkeypatch.setenv("FACEXPR_S3_BUCKET", "fx-typo-bucket")
     wrong = load_settings()
     result = save_crop(wrong, make_crop(), "angry", predicted="sad", confidence=0.5, model_version="m")
@@ -272,7 +272,7 @@ def test_missing_bucket_queues_and_sync_after_the_fix_delivers(s3, monkeypatch):
     assert s3.keys() == [f"relabeled/{result.key}"]
 
 
-def test_changing_the_answer_while_queued_keeps_only_the_last(s3):  # noqa: F811
+def test_changing_the_answer_while_queued_keeps_only_the_last(s3):
     settings = load_settings()
     prediction = make_prediction([make_crop()], "happy")
     s3.endpoint.stop()
@@ -327,7 +327,7 @@ def run_classify(upload: bytes):
     return at
 
 
-def test_page_confirm_and_correct_store_once(use_tiny_model, s3):  # noqa: F811
+def test_page_confirm_and_correct_store_once(use_tiny_model, s3):
     upload = image_bytes(make_crop(5))  # ≤ 64 px: a ready crop, one face
     at = run_classify(upload)
     chooser, button = at.selectbox(key="relabel_label"), at.button(key="relabel_save")
@@ -362,7 +362,7 @@ def test_page_confirm_and_correct_store_once(use_tiny_model, s3):  # noqa: F811
     assert crop_key.startswith(f"relabeled/{predicted}/")
 
 
-def test_page_outage_says_it_was_queued(use_tiny_model, s3):  # noqa: F811
+def test_page_outage_says_it_was_queued(use_tiny_model, s3):
     at = run_classify(image_bytes(make_crop(6)))
     s3.endpoint.stop()
     at.button(key="relabel_save").click()

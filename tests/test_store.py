@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from facexpr.store import LocalStore, S3Store, StoreError, StoreUnavailable, clean_metadata, open_store
-from tests.s3server import closed_port_url, s3, s3_endpoint  # noqa: F401
+from tests.s3server import closed_port_url
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"not really, but bytes are bytes"
 
@@ -78,7 +78,7 @@ def test_metadata_is_made_header_safe():
     assert clean_metadata({"Model-Version": "v1 é\nx", "n": 3}) == {"model-version": "v1 \\xe9 x", "n": "3"}
 
 
-def test_open_store_dispatch(tmp_path, s3):  # noqa: F811
+def test_open_store_dispatch(tmp_path, s3):
     assert isinstance(open_store(tmp_path), LocalStore)
     s3_store = open_store(f"s3://{s3.bucket}/some/prefix")
     assert isinstance(s3_store, S3Store) and s3_store.prefix == "some/prefix/"
@@ -89,7 +89,7 @@ def test_open_store_dispatch(tmp_path, s3):  # noqa: F811
 # ---- S3: which failures name a setting, which are outages
 
 
-def test_missing_bucket_names_the_setting(s3):  # noqa: F811
+def test_missing_bucket_names_the_setting(s3):
     store = S3Store("fx-no-such-bucket", "relabeled/")
     assert not store.exists("happy/a.png")  # HEAD cannot tell; the put does
     with pytest.raises(StoreError, match="FACEXPR_S3_BUCKET"):
@@ -98,7 +98,7 @@ def test_missing_bucket_names_the_setting(s3):  # noqa: F811
         store.list_keys()
 
 
-def test_bad_credentials_name_the_setting(s3):  # noqa: F811
+def test_bad_credentials_name_the_setting(s3):
     store = S3Store(s3.bucket, "relabeled/")
     s3.endpoint.check_credentials(True)  # moto now answers like AWS: it never issued these keys
     with pytest.raises(StoreError, match="AWS_ACCESS_KEY_ID"):
@@ -109,7 +109,7 @@ def test_bad_credentials_name_the_setting(s3):  # noqa: F811
         store.list_keys()
 
 
-def test_no_credentials_names_the_setting(s3, monkeypatch, tmp_path):  # noqa: F811
+def test_no_credentials_names_the_setting(s3, monkeypatch, tmp_path):
     for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         monkeypatch.delenv(key)
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
@@ -119,7 +119,7 @@ def test_no_credentials_names_the_setting(s3, monkeypatch, tmp_path):  # noqa: F
         S3Store(s3.bucket, "relabeled/").put("happy/a.png", PNG)
 
 
-def test_unreachable_endpoint_is_an_outage(s3, monkeypatch):  # noqa: F811
+def test_unreachable_endpoint_is_an_outage(s3, monkeypatch):
     monkeypatch.setenv("AWS_ENDPOINT_URL", closed_port_url())
     store = S3Store(s3.bucket, "relabeled/")
     for call in (lambda: store.put("happy/a.png", PNG), lambda: store.exists("happy/a.png"),

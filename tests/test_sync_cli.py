@@ -12,7 +12,6 @@ from facexpr.cli import main
 from facexpr.config import load_settings
 from facexpr.relabel import outbox_for, save_crop
 from tests.conftest import ROOT
-from tests.s3server import s3, s3_endpoint  # noqa: F401
 
 
 def queue_two(settings) -> list[str]:
@@ -31,7 +30,7 @@ def test_empty_outbox_is_fine(capsys):
     assert "nothing to sync" in capsys.readouterr().out
 
 
-def test_sync_while_down_then_back_delivers_exactly_once(s3, capsys):  # noqa: F811
+def test_sync_while_down_then_back_delivers_exactly_once(s3, capsys):
     settings = load_settings()
     s3.endpoint.stop()
     keys = queue_two(settings)
@@ -51,7 +50,7 @@ def test_sync_while_down_then_back_delivers_exactly_once(s3, capsys):  # noqa: F
     assert s3.keys() == keys
 
 
-def test_wrong_bucket_names_the_setting(s3, monkeypatch, capsys):  # noqa: F811
+def test_wrong_bucket_names_the_setting(s3, monkeypatch, capsys):
     monkeypatch.setenv("FACEXPR_S3_BUCKET", "fx-typo-bucket")
     keys = queue_two(load_settings())
     assert main(["sync"]) == 2
@@ -61,7 +60,7 @@ def test_wrong_bucket_names_the_setting(s3, monkeypatch, capsys):  # noqa: F811
     assert s3.keys() == keys
 
 
-def test_python_dash_m_entry_point(s3):  # noqa: F811
+def test_python_dash_m_entry_point(s3):
     s3.endpoint.stop()
     keys = queue_two(load_settings())
     s3.endpoint.start()

@@ -8,35 +8,9 @@ import pytest
 from facexpr.data import Dataset, load_ferplus, load_layout
 from facexpr.errors import DataError
 from facexpr.labels import EXPRESSIONS
-from facexpr.model import load_classifier
-from facexpr.train import Recipe, train
-from tests.conftest import image_bytes
-
-
-def make_layout(root, per_class: int, seed: int = 0) -> None:
-    """Each class a different brightness, so even a tiny net can learn something."""
-    rng = np.random.default_rng(seed)
-    for i, name in enumerate(EXPRESSIONS):
-        (root / name).mkdir(parents=True)
-        for j in range(per_class):
-            pixels = np.clip(i * 36 + rng.normal(0, 8, (48, 48)), 0, 255).astype(np.uint8)
-            (root / name / f"{j:03d}.png").write_bytes(image_bytes(pixels))
-
-
-FERPLUS_HEADER = "index,usage,neutral,happiness,surprise,sadness,anger,disgust,fear,contempt,unknown,NF"
-
-
-def ferplus_csv(path, rows: dict[int, dict[str, int]]) -> str:
-    """A ferplus_labels.csv with the given votes per row (all other counts 0)."""
-    columns = FERPLUS_HEADER.split(",")[2:]
-    lines = [FERPLUS_HEADER] + [f"{i},Training," + ",".join(str(votes.get(c, 0)) for c in columns)
-                                for i, votes in rows.items()]
-    path.write_text("\n".join(lines) + "\n")
-    return str(path)
-
-
-def tiny_recipe(**kw) -> Recipe:
-    return Recipe(**{"epochs": 2, "batch_size": 16, "widths": (4, 8), "precision": "float32", **kw})
+from facexpr.model import ModelCard, Scores, load_classifier
+from facexpr.train import train
+from tests.layouts import ferplus_csv, make_layout, tiny_recipe
 
 
 def test_train_writes_model_card_and_curve(tmp_path):
@@ -82,8 +56,8 @@ def test_train_cli_takes_the_widths_and_refuses_nonsense(tmp_path, monkeypatch, 
 
     def fake_train(data, out, relabeled_uri, recipe, resume):  # the CLI's part only: no real training
         seen["recipe"] = recipe
-        return {"val": {"accuracy": 0.5, "macro_f1": 0.5, "n": 1, "per_class": {}},
-                "epochs": recipe.epochs, "wall_time_s": 1.0}
+        return ModelCard(name="m", val=Scores(n=1, accuracy=0.5, macro_f1=0.5), epochs=recipe.epochs,
+                         wall_time_s=1.0)
 
     monkeypatch.setattr("facexpr.train.train", fake_train)
     assert cli.main(["train", "--data", str(tmp_path), "--relabeled", "", "--widths", "8,16,32",
@@ -150,7 +124,7 @@ def test_a_warm_restart_starts_from_the_given_model(tmp_path):
     train(str(tmp_path / "fer"), first, recipe=tiny_recipe(), verbose=0)
     again = train(str(tmp_path / "fer"), tmp_path / "models" / "again", verbose=0,
                   recipe=tiny_recipe(epochs=0, init_from=str(first) + ".keras"))
-    assert again["init_from"]["model"] == "first" and again["init_from"]["epochs"] == 2
+    assert again.sections["init_from"]["model"] == "first" and again.sections["init_from"]["epochs"] == 2
     crops = load_layout(str(tmp_path / "fer" / "val")).images
     np.testing.assert_allclose(load_classifier(tmp_path / "models" / "again.keras").predict(crops),
                                load_classifier(first.with_suffix(".keras")).predict(crops), atol=1e-6)
