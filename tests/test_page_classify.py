@@ -82,3 +82,18 @@ def test_heatmap_appears_only_when_asked(page, astronaut_bytes):
     page.toggle(key="explain").set_value(True).run()
     assert not page.exception
     assert len(page.get("image")) == 3 and "Grad-CAM" in page.get("image")[2].proto.imgs[0].caption
+
+
+def test_reruns_record_once_and_an_answer_attaches_to_that_record(page, astronaut_bytes):
+    from facexpr.config import load_settings
+    from facexpr.history import open_history
+
+    upload(page, "astronaut.jpg", astronaut_bytes)
+    page.toggle(key="explain").set_value(True).run()  # widget reruns of the same answer
+    page.button(key="relabel_save").click().run()
+    assert not page.exception
+    history = open_history(load_settings())
+    assert history.count() == 1
+    doc = history.get("1")  # the embedded store's first record
+    assert doc["source"] == "upload" and doc["feedback"]["confirmed"] is True
+    assert doc["feedback"]["label"] == doc["expression"]
