@@ -232,6 +232,7 @@ def classify_correct_and_see_it_counted(page, url: str, data_dir: Path, shots: P
     # 3. Model health → the face is counted, with the person's correction.
     page.locator("[data-testid='stSidebarNav']").get_by_role("link", name="Model health").click()
     page.locator(".st-key-health_window").wait_for(timeout=STEP_MS)
+    main.get_by_text("Relabels gathered").wait_for(timeout=STEP_MS)  # the last section: all is drawn
     assert metric(page, "Faces classified") == "1"
     assert metric(page, "Agreement with people") == "0%"  # the one answer was a correction
     assert main.locator("[data-testid='stVegaLiteChart']").count() >= 5
