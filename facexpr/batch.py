@@ -13,7 +13,7 @@ from facexpr.errors import FacexprError
 from facexpr.imaging import encode_png
 from facexpr.labels import EXPRESSIONS
 from facexpr.model import Classifier
-from facexpr.predict import Prediction, predict_image
+from facexpr.predict import Prediction, predict_many
 
 COLUMNS = ["file", "face", "expression", "confidence", "box", "error", *EXPRESSIONS]
 
@@ -27,16 +27,17 @@ class BatchItem:
 
 def classify_files(files: Iterable[tuple[str, bytes]], classifier: Classifier,
                    on_progress: Callable[[int, str], None] | None = None) -> list[BatchItem]:
-    """Classify each (name, bytes); a bad file is kept with its message and the rest go on."""
-    items = []
-    for i, (name, data) in enumerate(files):
-        try:
-            items.append(BatchItem(name, prediction=predict_image(data, classifier)))
-        except FacexprError as exc:
-            items.append(BatchItem(name, error=str(exc)))
-        if on_progress:
-            on_progress(i + 1, name)
-    return items
+    """Classify each (name, bytes); a bad file is kept with its message and the rest go on.
+
+    All faces go through the model in one batched call (facexpr.predict.predict_many); progress
+    is reported as each file is decoded and searched for faces.
+    """
+    files = list(files)
+    names = [name for name, _ in files]
+    progress = (lambda n: on_progress(n, names[n - 1])) if on_progress else None
+    answers = predict_many((data for _, data in files), classifier, on_progress=progress)
+    return [BatchItem(name, error=str(answer)) if isinstance(answer, FacexprError)
+            else BatchItem(name, prediction=answer) for name, answer in zip(names, answers, strict=True)]
 
 
 def results_table(items: list[BatchItem]) -> pd.DataFrame:

@@ -1,4 +1,5 @@
-"""`python -m facexpr …`: predict, evaluate, train, sync, import-fer2013, upload-dataset."""
+"""`facexpr …` (or `python -m facexpr …`): predict, evaluate, train, sync, import-fer2013,
+upload-dataset, serve."""
 
 from __future__ import annotations
 
@@ -11,21 +12,6 @@ from facexpr.errors import FacexprError
 from facexpr.model import PRECISIONS
 
 
-def _read_input(path: str) -> bytes:
-    """The bytes of PATH, or an ImageError in words (missing, a folder, unreadable)."""
-    from facexpr.errors import ImageError
-
-    p = Path(path)
-    if p.is_dir():
-        raise ImageError("is a directory, not an image file.")
-    try:
-        return p.read_bytes()
-    except FileNotFoundError:
-        raise ImageError("no such file.") from None
-    except OSError as exc:
-        raise ImageError(f"cannot be read ({exc.strerror or exc}).") from None
-
-
 def _model_path(args: argparse.Namespace) -> str | None:
     from facexpr.config import load_settings
 
@@ -33,6 +19,7 @@ def _model_path(args: argparse.Namespace) -> str | None:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
+    from facexpr.imaging import read_image_file
     from facexpr.model import load_classifier
     from facexpr.predict import predict_image
 
@@ -41,7 +28,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     answered = []
     for path in args.images:
         try:
-            prediction = predict_image(_read_input(path), classifier, args.faces)
+            prediction = predict_image(read_image_file(path), classifier, args.faces)
             answered.append(prediction)
             result = {"path": path, **prediction.to_dict()}
         except FacexprError as exc:
@@ -176,8 +163,37 @@ def _cmd_sync(args: argparse.Namespace) -> int:
     return 0 if report.ok else 2
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    if args.print_openapi:
+        from facexpr.api import openapi_json
+
+        print(openapi_json())
+        return 0
+    import uvicorn
+
+    # The factory runs in each worker process: every worker loads the model once at start-up.
+    uvicorn.run("facexpr.api:create_app", factory=True, host=args.host, port=args.port,
+                workers=args.workers, log_level=args.log_level, timeout_graceful_shutdown=10)
+    return 0
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or not 0 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number from 0 to 65535, got {text!r}")
+    return int(text)
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number ≥ 1, got {text!r}")
+    return int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m facexpr", description=__doc__)
+    from facexpr import __version__
+
+    parser = argparse.ArgumentParser(prog="facexpr", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"facexpr {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("predict", help="classify photos or face crops")
@@ -233,6 +249,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sync", help="deliver relabeled images waiting in the local outbox to the store")
     p.set_defaults(func=_cmd_sync)
+
+    p = sub.add_parser("serve", help="the HTTP API (FastAPI + uvicorn); schema at /openapi.json")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    p.add_argument("--port", type=_port, default=8000)
+    p.add_argument("--workers", type=_positive, default=1,
+                   help="worker processes, each with its own copy of the model (about one per 2 cores)")
+    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    p.add_argument("--print-openapi", action="store_true", help="print the OpenAPI schema and exit")
+    p.set_defaults(func=_cmd_serve)
     return parser
 
 

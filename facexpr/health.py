@@ -218,6 +218,10 @@ def served_card(settings: Settings, models_dir: Path | None = None, model: str |
     newest in MODELS_DIR), read without loading the network; None when there is none or it is broken."""
     try:
         chosen = model or settings.model
+        if chosen and chosen.startswith("s3://"):
+            from facexpr.model_source import local_model_path
+
+            chosen = str(local_model_path(chosen, settings))
         path = Path(chosen) if chosen else newest_model(models_dir or MODELS_DIR)
         return read_card(path) if card_path(path).exists() else None
     except ModelError:

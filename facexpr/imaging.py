@@ -5,10 +5,13 @@ Limits are checked from the header before any pixel is decoded, so a pixel bomb 
 
 from __future__ import annotations
 
+import hashlib
 import io
+import os
 import re
 import struct
 import warnings
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -18,6 +21,10 @@ from facexpr.errors import ImageError
 MAX_BYTES = 25 * 1024 * 1024
 MAX_PIXELS = 40_000_000
 MIN_SIDE = 8
+
+# What facexpr.Recognizer takes: a file path, the file's bytes, a PIL image, or a numpy array
+# (H×W gray, H×W×3 RGB, H×W×4 RGBA; OpenCV's BGR arrays reversed first: `img[..., ::-1]`).
+ImageInput = str | os.PathLike | bytes | bytearray | memoryview | Image.Image | np.ndarray
 
 
 def _to_8bit(arr: np.ndarray) -> np.ndarray:
@@ -77,13 +84,7 @@ def decode_gray(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
         raise ImageError("This file is not an image facexpr can read "
                          "(use JPEG, PNG, WebP, BMP, TIFF or GIF).") from None
     with im:
-        width, height = im.size
-        if width * height > max_pixels:
-            raise ImageError(f"The image is {width}×{height} ({width * height / 1e6:.0f} MP); "
-                             f"the limit is {max_pixels / 1e6:.0f} MP.")
-        if min(width, height) < MIN_SIDE:
-            raise ImageError(f"The image is {width}×{height}; a face needs at least "
-                             f"{MIN_SIDE}×{MIN_SIDE} pixels.")
+        _check_size(*im.size, max_pixels)
         try:
             im.seek(0)
             im.load()
@@ -101,6 +102,92 @@ def decode_gray(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     if gray.ndim != 2:
         raise ImageError("The image has an unexpected shape and cannot be read as a photo.")
     return np.ascontiguousarray(gray)
+
+
+def read_image_file(path: str | os.PathLike) -> bytes:
+    """The bytes of PATH, or an ImageError in words (missing, a folder, unreadable)."""
+    p = Path(path)
+    if p.is_dir():
+        raise ImageError("is a directory, not an image file.")
+    try:
+        return p.read_bytes()
+    except FileNotFoundError:
+        raise ImageError("no such file.") from None
+    except OSError as exc:
+        raise ImageError(f"cannot be read ({exc.strerror or exc}).") from None
+
+
+def _check_size(width: int, height: int, max_pixels: int) -> None:
+    if width * height > max_pixels:
+        raise ImageError(f"The image is {width}×{height} ({width * height / 1e6:.0f} MP); "
+                         f"the limit is {max_pixels / 1e6:.0f} MP.")
+    if min(width, height) < MIN_SIDE:
+        raise ImageError(f"The image is {width}×{height}; a face needs at least "
+                         f"{MIN_SIDE}×{MIN_SIDE} pixels.")
+
+
+def gray_from_pil(im: Image.Image, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """A PIL image already in memory → 8-bit gray, the same way decoded bytes become gray."""
+    _check_size(*im.size, max_pixels)
+    try:
+        upright = ImageOps.exif_transpose(im) or im
+    except Exception:  # a broken EXIF block should not cost the picture
+        upright = im
+    try:
+        return np.ascontiguousarray(_gray(upright))
+    except (OSError, ValueError, TypeError) as exc:
+        raise ImageError(f"This PIL image (mode {im.mode}) cannot be read as a photo: {exc}") from None
+
+
+def gray_from_array(arr: np.ndarray, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """A numpy image → 8-bit gray: H×W is gray; H×W×3 is RGB and H×W×4 RGBA (transparent areas
+    white), converted with the same luma weights as a decoded file. OpenCV's BGR: pass `img[..., ::-1]`.
+
+    uint8 is taken as is; other integer or float ranges are scaled as for 16-bit and float files
+    (floats in 0..1 count as 0..255).
+    """
+    arr = np.asarray(arr)
+    if arr.dtype == bool:
+        arr = arr.astype(np.uint8) * 255
+    if arr.dtype.kind not in "uif":
+        raise ImageError(f"A numpy image must hold numbers, not {arr.dtype}.")
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[..., 0]
+    if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] in (3, 4))):
+        raise ImageError(f"A numpy image must be H×W (gray), H×W×3 (RGB) or H×W×4 (RGBA), "
+                         f"not shape {arr.shape}.")
+    _check_size(arr.shape[1], arr.shape[0], max_pixels)
+    pixels = arr if arr.dtype == np.uint8 else _to_8bit(arr)
+    if pixels.ndim == 2:
+        return np.ascontiguousarray(pixels)
+    return np.ascontiguousarray(_gray(Image.fromarray(np.ascontiguousarray(pixels),
+                                                      "RGB" if pixels.shape[2] == 3 else "RGBA")))
+
+
+def load_gray(image: ImageInput, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, str, bytes | None]:
+    """Any ImageInput → (8-bit gray, sha256, the file's bytes or None for an in-memory image).
+
+    The sha256 is of the file's bytes (as the app records it); for an in-memory image, of its
+    gray pixels and shape. A path's problems are reported with the path.
+    """
+    if isinstance(image, (str, os.PathLike)):
+        try:
+            data = read_image_file(image)
+            return decode_gray(data, max_pixels), hashlib.sha256(data).hexdigest(), data
+        except ImageError as exc:
+            raise ImageError(f"{os.fspath(image)}: {exc}") from None
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        data = bytes(image)
+        return decode_gray(data, max_pixels), hashlib.sha256(data).hexdigest(), data
+    if isinstance(image, Image.Image):
+        gray = gray_from_pil(image, max_pixels)
+    elif isinstance(image, np.ndarray):
+        gray = gray_from_array(image, max_pixels)
+    else:
+        raise ImageError(f"Cannot classify a {type(image).__name__}: pass a file path, the file's bytes, "
+                         "a PIL image or a numpy array.")
+    digest = hashlib.sha256(f"{gray.shape}".encode() + gray.tobytes()).hexdigest()
+    return gray, digest, None
 
 
 def encode_png(gray: np.ndarray) -> bytes:

@@ -23,7 +23,18 @@ from facexpr.times import utc
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of CLI output
 
 BATCH_SIZE = 128  # crops per call (×2 with flip averaging): throughput is flat from 64 up (benchmarks/)
-MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+CHECKOUT_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"  # the app's, in a checkout
+PACKAGE_MODELS_DIR = Path(__file__).resolve().parent / "models"  # the shipped model, in an installed copy
+
+
+def default_models_dir() -> Path:
+    """Where the default model is looked for: the checkout's models/ when facexpr runs from a
+    checkout (the app, the tests, training), else the copy installed inside the package."""
+    in_checkout = (CHECKOUT_MODELS_DIR.parent / "streamlit_app.py").is_file()
+    return CHECKOUT_MODELS_DIR if in_checkout and CHECKOUT_MODELS_DIR.is_dir() else PACKAGE_MODELS_DIR
+
+
+MODELS_DIR = default_models_dir()
 PRECISIONS = ("float32", "bfloat16")  # of batched predictions; single crops always run in float32
 
 
@@ -303,9 +314,15 @@ class Classifier:
 
 
 def load_classifier(path: str | os.PathLike | None = None, precision: str = "float32") -> Classifier:
-    """Load a `.keras` model and its JSON card; default is the newest card in models/."""
+    """Load a `.keras` model and its JSON card; default is the newest card in models/ (the
+    checkout's, else the one installed with the package). PATH may be `s3://bucket/key.keras`
+    (fetched once into FACEXPR_DATA_DIR/models, facexpr.model_source)."""
     import keras
 
+    if path is not None and str(path).startswith("s3://"):
+        from facexpr.model_source import local_model_path
+
+        path = local_model_path(path)
     model_path = Path(path) if path else newest_model()
     if not model_path.exists():
         raise ModelError(f"Model file {model_path} does not exist (check FACEXPR_MODEL).")
