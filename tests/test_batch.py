@@ -25,3 +25,18 @@ def test_mixed_batch_keeps_going_and_lists_bad_files(tiny_classifier, astronaut_
     assert len(csv) == 5 and csv.loc[0, "expression"] == table.loc[0, "expression"]
     probs = csv.loc[0, ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]]
     assert abs(probs.sum() - 1) < 1e-2
+
+
+def test_batch_classifies_every_face_in_one_model_call_with_the_single_photo_answers(
+        tiny_classifier, astronaut_bytes, two_faces_bytes, monkeypatch):
+    from facexpr.predict import predict_image
+
+    alone = [predict_image(data, tiny_classifier) for data in (astronaut_bytes, two_faces_bytes)]
+    calls = []
+    real = tiny_classifier.predict
+    monkeypatch.setattr(tiny_classifier, "predict", lambda crops: calls.append(len(crops)) or real(crops))
+    items = classify_files([("a.jpg", astronaut_bytes), ("two.png", two_faces_bytes)], tiny_classifier)
+    assert calls == [3]  # 1 + 2 faces, one batched call
+    for item, single in zip(items, alone, strict=True):
+        for batched, face in zip(item.prediction.faces, single.faces, strict=True):
+            assert batched.box == face.box and abs(batched.probabilities - face.probabilities).max() < 1e-4
