@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup app test lint bench
+.PHONY: setup app test lint bench bench-api
 
 setup: $(VENV)/.installed
 
@@ -25,3 +25,7 @@ lint: setup
 bench: setup
 	$(PY) -m pip install --quiet --no-deps -r benchmarks/requirements.txt
 	$(PY) -m benchmarks
+
+bench-api: setup
+	$(PY) -m pip install --quiet --no-deps -r benchmarks/requirements.txt
+	$(PY) -m benchmarks.api_load
