@@ -189,7 +189,10 @@ def test_bad_input_corpus_through_the_api(server, index):
             assert response.status_code == 422, response.text
             assert case.words in body["error"]["message"]
         # Nothing of a refused file is kept: no history record, no state for feedback.
-        assert hashlib.sha256(case.data).hexdigest() not in history_hashes(server.data_dir)
+        sha = hashlib.sha256(case.data).hexdigest()
+        assert sha not in history_hashes(server.data_dir)
+        kept = (server.data_dir / "predictions").glob("*/prediction.json")
+        assert not any(json.loads(p.read_text())["image_sha256"] == sha for p in kept)
         return
     assert response.status_code == 200, response.text
     faces = response.json()["predictions"][0]["faces"]
