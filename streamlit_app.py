@@ -3,7 +3,7 @@
 import streamlit as st
 
 from facexpr.errors import FacexprError
-from facexpr.ui import get_settings, model_selector, served_classifier
+from facexpr.ui import close_sidebar_after_navigation, get_settings, model_selector, served_classifier
 
 st.set_page_config(page_title="facexpr", page_icon="🙂", layout="wide")
 
@@ -26,5 +26,6 @@ with st.sidebar:
     st.caption("Images: " + (f"S3 bucket `{settings.s3_bucket}`" if settings.s3_bucket
                              else f"local folder `{settings.data_dir / 'relabeled'}`"))
     st.caption("History: " + ("MongoDB" if settings.mongodb_uri else "embedded database"))
+    close_sidebar_after_navigation(page.url_path)
 
 page.run()

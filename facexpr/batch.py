@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
 
 from facexpr.errors import FacexprError
-from facexpr.imaging import encode_png
+from facexpr.imaging import check_upload_name, encode_png
 from facexpr.labels import EXPRESSIONS
 from facexpr.model import Classifier
 from facexpr.predict import Prediction, predict_many
 
-COLUMNS = ["file", "face", "expression", "confidence", "box", "error", *EXPRESSIONS]
+COLUMNS = ["file", "face", "expression", "confidence", "box", "error", *EXPRESSIONS, "model_version",
+           "classified_at"]
+NO_FACE = "no face found"
 
 
 @dataclass
@@ -23,6 +26,18 @@ class BatchItem:
     name: str
     prediction: Prediction | None = None
     error: str | None = None
+    classified_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    @property
+    def note(self) -> str | None:
+        """Why this file has no answer (unreadable, or no face in it); None when it has faces."""
+        if self.error:
+            return self.error
+        return NO_FACE if self.prediction is not None and self.prediction.no_face else None
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 def classify_files(files: Iterable[tuple[str, bytes]], classifier: Classifier,
@@ -30,30 +45,46 @@ def classify_files(files: Iterable[tuple[str, bytes]], classifier: Classifier,
     """Classify each (name, bytes); a bad file is kept with its message and the rest go on.
 
     All faces go through the model in one batched call (facexpr.predict.predict_many); progress
-    is reported as each file is decoded and searched for faces.
+    is reported as each file is decoded and searched for faces. A name that is not a photo's
+    (facexpr.imaging.check_upload_name) is refused without reading the file.
     """
     files = list(files)
-    names = [name for name, _ in files]
-    progress = (lambda n: on_progress(n, names[n - 1])) if on_progress else None
-    answers = predict_many((data for _, data in files), classifier, on_progress=progress)
-    return [BatchItem(name, error=str(answer)) if isinstance(answer, FacexprError)
-            else BatchItem(name, prediction=answer) for name, answer in zip(names, answers, strict=True)]
+    refused: dict[int, str] = {}
+    for i, (name, _) in enumerate(files):
+        try:
+            check_upload_name(name)
+        except FacexprError as exc:
+            refused[i] = str(exc)
+    readable = [i for i in range(len(files)) if i not in refused]
+    progress = (lambda n: on_progress(n, files[readable[n - 1]][0])) if on_progress else None
+    answers = dict(zip(readable, predict_many((files[i][1] for i in readable), classifier,
+                                              on_progress=progress), strict=True))
+    items = []
+    for i, (name, _) in enumerate(files):
+        answer = answers.get(i)
+        if i in refused or isinstance(answer, FacexprError):
+            items.append(BatchItem(name, error=refused.get(i) or str(answer)))
+        else:
+            items.append(BatchItem(name, prediction=answer))
+    return items
 
 
 def results_table(items: list[BatchItem]) -> pd.DataFrame:
+    """One row per face (numbered from 1, left to right), or one per file without an answer, whose
+    `error` says why. Every row names the model that answered and when (UTC)."""
     rows = []
     for item in items:
         base = {"file": item.name, "face": None, "expression": None, "confidence": None, "box": None,
-                "error": item.error}
-        if item.prediction is None:
+                "error": item.note, "classified_at": item.classified_at.isoformat(timespec="seconds"),
+                "model_version": item.prediction.model_version if item.prediction else None}
+        if item.note:
             rows.append(base)
-        elif item.prediction.no_face:
-            rows.append({**base, "error": "no face found"})
         for i, face in enumerate(item.prediction.faces if item.prediction else []):
             rows.append({**base, "face": i + 1, "expression": face.expression,
                          "confidence": round(face.confidence, 4), "box": face.box.as_list(),
                          **{k: round(v, 4) for k, v in face.probability_map().items()}})
-    return pd.DataFrame(rows, columns=COLUMNS)
+    # Int64: face numbers stay whole (1, not 1.0) beside the rows that have none.
+    return pd.DataFrame(rows, columns=COLUMNS).astype({"face": "Int64"})
 
 
 def summary(table: pd.DataFrame) -> pd.DataFrame:
@@ -76,8 +107,14 @@ def thumbnails(items: list[BatchItem]) -> list[str | None]:
     """One entry per table row, in `results_table` order (None for rows without a face)."""
     out: list[str | None] = []
     for item in items:
-        if item.prediction is None or item.prediction.no_face:
+        if item.note:
             out.append(None)
-        else:
-            out.extend(thumbnail_uri(face.crop) for face in item.prediction.faces)
+        out.extend(thumbnail_uri(face.crop) for face in (item.prediction.faces if item.prediction else []))
     return out
+
+
+def faces_table(items: list[BatchItem]) -> pd.DataFrame:
+    """What the page's table shows: one row per face, no empty cells (files without an answer are
+    listed above it, with the whole reason)."""
+    table = results_table(items).assign(crop=thumbnails(items))
+    return table[table["face"].notna()][["crop", "file", "face", "expression", "confidence"]]

@@ -5,11 +5,70 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from facexpr.errors import FacexprError
+from facexpr.imaging import PHOTO_SUFFIXES
 from facexpr.model import PRECISIONS
+
+IMAGE_SUFFIXES = set(PHOTO_SUFFIXES)  # what `predict DIR` takes from a folder
+
+
+@contextmanager
+def native_logs_held() -> Iterator[None]:
+    """Hold what TensorFlow's C++ side writes to stderr while it starts (absl, oneDNN, XNNPACK
+    notices a user has no use for); shown only if starting fails, where it may say why."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        failed = True
+        try:
+            yield
+            failed = False
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            if failed:
+                held.seek(0)
+                sys.stderr.write(held.read().decode(errors="replace"))
+
+
+def _load(args: argparse.Namespace, precision: str = "float32"):
+    import logging
+
+    logging.getLogger("absl").setLevel(logging.ERROR)  # a deprecation notice from the TFLite converter
+    with native_logs_held():
+        from facexpr.model import load_classifier
+
+        return load_classifier(_model_path(args), precision)
+
+
+def _expand_images(paths: list[str]) -> list[str]:
+    """PATHS with each folder replaced by the images directly in it (by name, sorted); a folder
+    without any stays, to be answered with an error."""
+    out = []
+    for path in paths:
+        p = Path(path)
+        found = sorted(str(f) for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES
+                       and not f.name.startswith(".")) if p.is_dir() else []
+        out.extend(found or [path])
+    return out
+
+
+def _read_image(path: str) -> bytes:
+    from facexpr.errors import ImageError
+    from facexpr.imaging import read_image_file
+
+    if Path(path).is_dir():  # _expand_images left it: nothing to classify in it
+        raise ImageError(f"is a folder with no images in it ({', '.join(sorted(IMAGE_SUFFIXES))}).")
+    return read_image_file(path)
 
 
 def _model_path(args: argparse.Namespace) -> str | None:
@@ -19,16 +78,15 @@ def _model_path(args: argparse.Namespace) -> str | None:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from facexpr.imaging import read_image_file
-    from facexpr.model import load_classifier
     from facexpr.predict import predict_image
 
-    classifier = load_classifier(_model_path(args))
+    images = _expand_images(args.images)
+    classifier = _load(args)
     any_bad = False
     answered = []
-    for path in args.images:
+    for path in images:
         try:
-            prediction = predict_image(read_image_file(path), classifier, args.faces)
+            prediction = predict_image(_read_image(path), classifier, args.faces)
             answered.append(prediction)
             result = {"path": path, **prediction.to_dict()}
         except FacexprError as exc:
@@ -56,9 +114,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from facexpr.evaluate import evaluate_dir
-    from facexpr.model import add_to_card, load_classifier
+    from facexpr.model import add_to_card
 
-    classifier = load_classifier(_model_path(args), args.precision)
+    classifier = _load(args, args.precision)
     result = evaluate_dir(Path(args.dir), classifier, args.faces)
     if args.card_section:
         command = " ".join(["python -m facexpr evaluate", args.dir, "--faces", args.faces]
@@ -70,11 +128,24 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"{result['n']} images, accuracy {result['accuracy']:.4f}, macro F1 {result['macro_f1']:.4f}, "
               f"faces found {result['faces_found']}/{result['n']}")
         _print_per_class(result["per_class"])
+        _print_confusion(result["confusion"])
     return 0
+
+
+def _print_confusion(matrix: list[list[int]]) -> None:
+    from facexpr.labels import EXPRESSIONS
+
+    names = [e[:8] for e in EXPRESSIONS]
+    print("confusion (rows: true expression, columns: predicted)")
+    print(" " * 11 + "".join(f"{n:>9s}" for n in names))
+    for name, row in zip(EXPRESSIONS, matrix, strict=True):
+        print(f"  {name:9s}" + "".join(f"{v:9d}" for v in row))
 
 
 def _print_per_class(per_class: dict[str, dict[str, float]]) -> None:
     for name, c in per_class.items():
+        if not c.get("support", 1):
+            continue  # not in the folder: no recall or F1 (answers of it show in the confusion)
         print(f"  {name:9s} precision {c['precision']:.3f}  recall {c['recall']:.3f}  "
               f"f1 {c['f1']:.3f}  support {c['support']}")
 
@@ -194,10 +265,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="facexpr", description=__doc__)
     parser.add_argument("--version", action="version", version=f"facexpr {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("predict", help="classify photos or face crops")
-    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("images", nargs="+", metavar="IMAGE",
+                   help="image files, or folders: every image directly in a folder is classified")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.add_argument("--faces", choices=["auto", "detect", "crop"], default="auto",
                    help="auto: images ≤ 64 px are ready crops, larger ones are searched for faces")
@@ -208,23 +280,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser("evaluate", help="score a labelled folder DIR/<expression>/<image>")
-    p.add_argument("dir", metavar="DIR")
-    p.add_argument("--model", default=None)
-    p.add_argument("--faces", choices=["auto", "detect", "crop"], default="auto")
+    p.add_argument("dir", metavar="DIR",
+                   help="folder with one subfolder per expression (e.g. DIR/happy/1.png)")
+    p.add_argument("--model", default=None,
+                   help="model file (default: FACEXPR_MODEL, else the newest card in models/)")
+    p.add_argument("--faces", choices=["auto", "detect", "crop"], default="auto",
+                   help="auto: images ≤ 64 px are ready crops, larger ones are searched; detect: always "
+                        "search; crop: the whole image is the face")
     p.add_argument("--precision", choices=PRECISIONS, default="float32",
                    help="bfloat16: ~5x faster on CPUs with AMX, probabilities within ~2e-2 (README)")
     p.add_argument("--add-to-card", dest="card_section", metavar="SECTION", default=None,
                    help="also write the result into the model's card under SECTION (e.g. photos)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the whole report as one JSON object")
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("import-fer2013", help="Kaggle fer2013.csv → image layout (train/ val/ test/)")
-    p.add_argument("csv", metavar="CSV")
+    p.add_argument("csv", metavar="CSV", help="Kaggle's fer2013.csv (emotion, pixels, Usage)")
     p.add_argument("--out", required=True, help="local folder or s3://bucket/prefix")
     p.set_defaults(func=_cmd_import_fer2013)
 
     p = sub.add_parser("upload-dataset", help="put a local image layout into S3")
-    p.add_argument("dir", metavar="DIR")
+    p.add_argument("dir", metavar="DIR", help="local image layout (<split>/<expression>/<image>)")
     p.add_argument("--to", required=True, help="s3://bucket/prefix (or another local folder)")
     p.set_defaults(func=_cmd_upload_dataset)
 
@@ -232,8 +308,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="local folder or s3://bucket/prefix (with train/ and val/)")
     p.add_argument("--relabeled", default=None,
                    help="relabeled images to join (default: the configured store; '' for none)")
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--epochs", type=int, default=None, help="epochs to train (default: the recipe's, 40)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="seed for weights, shuffling and augmentation (default: the recipe's, 1234)")
     p.add_argument("--widths", type=_widths, default=None,
                    help="channels per stage, e.g. 32,64,128,256,384 (default: the recipe's)")
     p.add_argument("--learning-rate", type=float, default=None, help="peak learning rate (default 0.05)")
@@ -252,10 +329,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="the HTTP API (FastAPI + uvicorn); schema at /openapi.json")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
-    p.add_argument("--port", type=_port, default=8000)
+    p.add_argument("--port", type=_port, default=8000, help="port to listen on (default 8000)")
     p.add_argument("--workers", type=_positive, default=1,
                    help="worker processes, each with its own copy of the model (about one per 2 cores)")
-    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
+                   help="uvicorn's log level (default info)")
     p.add_argument("--print-openapi", action="store_true", help="print the OpenAPI schema and exit")
     p.set_defaults(func=_cmd_serve)
     return parser

@@ -32,6 +32,7 @@ DETECT_SCALE_STEP = 1.1  # the full pass's step between window sizes
 # and halves the cost; together they find all 70 development photos' faces (benchmarks/).
 COARSE_PASSES: tuple[tuple[int, float], ...] = ((96, 1.2), (160, 1.2))
 CROP_SCALE = 1.0  # the Haar box as is: its mean crop matches the mean FER2013 face best (README)
+WIDE_ASPECT = 1.5  # width ≥ 1.5 × height: a photo that may hold several people side by side
 MIN_FACE_FRACTION = 0.08  # ignore "faces" smaller than this share of the shorter side
 
 cv2.setNumThreads(1)  # requests run in parallel threads; one OpenCV thread each is fastest
@@ -122,15 +123,24 @@ def detect_faces(gray: np.ndarray, max_side: int = DETECT_MAX_SIDE) -> list[Box]
     """
     longer = max(gray.shape)
     passes = [(side, step) for side, step in COARSE_PASSES if side < min(max_side, longer)]
-    boxes: list[Box] = []
-    for side, step in [*passes, (max_side, DETECT_SCALE_STEP)]:
-        boxes = _detect(gray, side, step)
-        if boxes:
+    # A landscape photo has room for people side by side, each filling its height: on the 96-px
+    # copy of a 512×256 pair they are ~30 px, where the cascade may see only one. There both coarse
+    # passes run and the one that finds more faces counts (portrait headshots stop at the first).
+    wide = gray.shape[1] >= WIDE_ASPECT * gray.shape[0]
+    best: list[Box] = []
+    for side, step in passes:
+        boxes = _distinct(_detect(gray, side, step))
+        if len(boxes) > len(best):
+            best = boxes
+        if best and not wide:
             break
-    boxes.sort(key=lambda b: b.w * b.h, reverse=True)
-    # A face inside a bigger face is the cascade firing twice on one person: keep the bigger.
+    return best or _distinct(_detect(gray, max_side, DETECT_SCALE_STEP))
+
+
+def _distinct(boxes: list[Box]) -> list[Box]:
+    """Largest first; a face inside a bigger face is the cascade firing twice on one person."""
     kept: list[Box] = []
-    for box in boxes:
+    for box in sorted(boxes, key=lambda b: b.w * b.h, reverse=True):
         if all(_overlap(box, k) < 0.5 for k in kept):
             kept.append(box)
     return kept

@@ -19,6 +19,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from facexpr.errors import ImageError
 
 MAX_BYTES = 25 * 1024 * 1024
+READABLE_FORMATS = "JPEG, PNG, WebP, BMP, TIFF or GIF"
 MAX_PIXELS = 40_000_000
 MIN_SIDE = 8
 
@@ -65,6 +66,23 @@ def _bomb_error(exc: Exception, max_pixels: int) -> ImageError:
     return ImageError(f"The image{size} the limit is {max_pixels / 1e6:.0f} MP.")
 
 
+PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
+
+
+def check_upload_name(name: str) -> None:
+    """Refuse, in words, an upload whose name is not a photo's (the uploader lets every type
+    through so that the reason can be shown on the page, not only on a file chip's hover)."""
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        raise ImageError("The file name has control characters in it; rename the file and try again.")
+    suffix = "." + name.rsplit(".", 1)[-1].lower() if "." in name.rsplit("/", 1)[-1] else ""
+    if suffix in (".svg", ".svgz"):
+        raise ImageError(f"An SVG file is a drawing, not a photo: facexpr reads {READABLE_FORMATS}.")
+    if suffix not in PHOTO_SUFFIXES:
+        kind = f"a {suffix} file" if suffix else "a file without an extension"
+        raise ImageError(f"This is {kind}, not a photo: facexpr reads {READABLE_FORMATS} "
+                         f"({', '.join(PHOTO_SUFFIXES)}).")
+
+
 def decode_gray(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Decode image bytes to a (H, W) uint8 gray array with EXIF orientation applied.
 
@@ -81,8 +99,9 @@ def decode_gray(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     except Image.DecompressionBombError as exc:
         raise _bomb_error(exc, max_pixels) from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, TypeError, EOFError):
-        raise ImageError("This file is not an image facexpr can read "
-                         "(use JPEG, PNG, WebP, BMP, TIFF or GIF).") from None
+        kind = "an SVG drawing, " if b"<svg" in data[:4096].lower() else ""
+        raise ImageError(f"This file is {kind}not an image facexpr can read "
+                         f"(use {READABLE_FORMATS}).") from None
     with im:
         _check_size(*im.size, max_pixels)
         try:

@@ -14,7 +14,7 @@ import numpy as np
 from facexpr.errors import FacexprError
 from facexpr.faces import Box, crop_face, detect_faces, is_ready_crop, resize_crop, whole_image_crop
 from facexpr.imaging import ImageInput, decode_gray, load_gray, read_image_file
-from facexpr.labels import EXPRESSIONS
+from facexpr.labels import CROP_SIZE, EXPRESSIONS
 from facexpr.model import Classifier
 
 FacesMode = Literal["auto", "detect", "crop", "whole"]
@@ -34,6 +34,12 @@ class FaceResult:
     @property
     def confidence(self) -> float:
         return float(np.max(self.probabilities))
+
+    @property
+    def too_small(self) -> bool:
+        """The face is smaller than the model's 48×48 input: its crop was enlarged, so the answer
+        rests on detail that is not in the photo."""
+        return self.box.w < CROP_SIZE or self.box.h < CROP_SIZE
 
     def probability_map(self) -> dict[str, float]:
         return {name: round(float(p), 6) for name, p in zip(EXPRESSIONS, self.probabilities, strict=True)}
@@ -99,8 +105,15 @@ class _Located:
     detect_ms: float
 
 
+def left_to_right(boxes: list[Box], crops: list[np.ndarray]) -> tuple[list[Box], list[np.ndarray]]:
+    """Faces in reading order, so "face 1" is the left-hand one on the page and in the table."""
+    order = sorted(range(len(boxes)), key=lambda i: (boxes[i].x, boxes[i].y))
+    return [boxes[i] for i in order], [crops[i] for i in order]
+
+
 def _locate(gray: np.ndarray, sha256: str, mode: str, started: float, decoded: float) -> _Located:
     used_mode, boxes, crops = find_crops(gray, mode)
+    boxes, crops = left_to_right(boxes, crops)
     return _Located(sha256, gray, used_mode, boxes, crops, _ms(started, decoded),
                     _ms(decoded, time.perf_counter()))
 

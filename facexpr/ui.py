@@ -19,7 +19,95 @@ from facexpr.model import Classifier, load_classifier
 from facexpr.predict import Prediction, predict_image
 from facexpr.relabel import RelabelSummary, SaveResult, relabel_summary
 
-UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "gif"]
+ANSWER_KEY_SEP = "-"  # between a widget's contract name and the answer it belongs to
+
+
+def answer_id(prediction: Prediction) -> str:
+    """A short id of one answer: the image, how its faces were found, and the model that answered."""
+    text = f"{prediction.image_sha256}\n{prediction.mode}\n{prediction.model_version}"
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def answer_key(name: str, prediction: Prediction, face_index: int | None = None) -> str:
+    """The key of a widget that belongs to one answer: `NAME[_<face index>]-<answer id>`.
+
+    The answer's id in the key gives every answer its own widgets, so the browser can never send
+    a chooser's value for the previous photo back as this one's (a fixed key would carry it over).
+    """
+    suffix = "" if face_index is None else f"_{face_index}"
+    return f"{name}{suffix}{ANSWER_KEY_SEP}{answer_id(prediction)}"
+
+
+def key_name(key: str | None) -> str:
+    """A widget key without its answer id: `relabel_label_1-3f2a…` → `relabel_label_1` (tests find
+    widgets by this contract name)."""
+    return (key or "").split(ANSWER_KEY_SEP, 1)[0]
+
+
+def widget_named(widgets: Any, name: str) -> Any:
+    """The one widget among WIDGETS (e.g. an AppTest's `at.selectbox`) whose key_name is NAME."""
+    found = [w for w in widgets if key_name(w.key) == name]
+    if len(found) != 1:
+        raise KeyError(f"{len(found)} widgets named {name!r} among {[w.key for w in widgets]}")
+    return found[0]
+
+
+def through_the_entry_script() -> None:
+    """Call first in every page: make sure the page runs inside streamlit_app.py's navigation.
+
+    With a `pages/` folder beside the entry script, Streamlit starts in its old multipage mode
+    and, until some session has run the entry script (which calls st.navigation and ends that
+    mode), serves a deep link such as `/batch` by running the page alone: the automatic page
+    list, no sidebar captions, the tab titled "batch". The folder name is part of the product, so
+    instead the page ends that mode itself and reruns, now through the entry script.
+    """
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False  # what st.navigation itself sets on its first call
+        st.rerun()
+
+
+NARROW_SCREEN_PX = 768  # Streamlit's own "md" breakpoint: below it the sidebar covers the page
+
+_CLOSE_SIDEBAR_JS = """<script>
+(() => {{  // {nonce}
+  if (window.innerWidth > {narrow}) return;
+  const sidebar = document.querySelector("[data-testid='stSidebar']");
+  const close = document.querySelector("[data-testid='stSidebarCollapseButton'] button");
+  if (sidebar && close && sidebar.getBoundingClientRect().width > 0) close.click();
+}})();
+</script>"""
+
+
+def close_sidebar_after_navigation(page_key: str) -> None:
+    """On a narrow screen, close the sidebar once a page was chosen in it.
+
+    Streamlit does this itself only for browsers that call themselves mobile; a narrow desktop
+    window (or a phone asking for the desktop site) kept the sidebar open over ~77 % of the page.
+    """
+    previous = st.session_state.get("_shown_page")
+    st.session_state["_shown_page"] = page_key
+    if previous is not None and previous != page_key:
+        nonce = st.session_state["_page_changes"] = st.session_state.get("_page_changes", 0) + 1
+        st.html(_CLOSE_SIDEBAR_JS.format(nonce=nonce, narrow=NARROW_SCREEN_PX), unsafe_allow_javascript=True,
+                width="content")
+
+
+def upload_limits() -> str:
+    """What the upload accepts, in the words shown where a photo is chosen: the formats, the
+    server's size cap (.streamlit/config.toml) and the decoder's pixel limit, so they agree."""
+    from facexpr.imaging import MAX_PIXELS, READABLE_FORMATS
+
+    megabytes = int(st.get_option("server.maxUploadSize"))
+    return (f"{READABLE_FORMATS}; up to {megabytes} MB and {MAX_PIXELS / 1e6:.0f} megapixels "
+            f"(e.g. {_example_size(MAX_PIXELS)} pixels)")
+
+
+def _example_size(pixels: int) -> str:
+    """A 3:2 photo of PIXELS, in round hundreds: 40 MP → 7,700 × 5,100."""
+    width = int((pixels * 1.5) ** 0.5) // 100 * 100
+    return f"{width:,} × {int(pixels / width) // 100 * 100:,}"
 
 
 def _secrets() -> dict[str, Any]:

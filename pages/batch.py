@@ -1,17 +1,19 @@
-"""Batch: many photos at once → a table (thumbnail, file, faces, expression, confidence) + CSV."""
+"""Batch: many photos at once → a table (face crop, file, face, expression, confidence) + CSV."""
 
 import altair as alt
 import streamlit as st
 
-from facexpr.batch import classify_files, results_table, summary, thumbnails, to_csv
+from facexpr.batch import classify_files, faces_table, plural, results_table, summary, to_csv
 from facexpr.history import record_batch_safely
-from facexpr.ui import UPLOAD_TYPES, get_history, served_classifier
+from facexpr.ui import get_history, served_classifier, through_the_entry_script, upload_limits
 
+through_the_entry_script()  # a deep link as the first request (facexpr.ui)
 st.title("Batch")
 st.caption("Classify many photos at once. Files that cannot be read are listed with the reason; "
            "the rest are still classified.")
 
-files = st.file_uploader("Photos", type=UPLOAD_TYPES, accept_multiple_files=True, key="batch_upload")
+files = st.file_uploader("Photos", accept_multiple_files=True, key="batch_upload")
+st.caption(upload_limits() + ", each")
 if not files:
     st.info("Choose several photos (or face crops) to classify them together.")
     st.stop()
@@ -29,23 +31,28 @@ items = st.session_state["batch_items"]
 table = results_table(items)
 faces = int(table["face"].notna().sum())
 bad = [(i.name, i.error) for i in items if i.error]
-st.write(f"**{len(items)} files**, {faces} faces" + (f", {len(bad)} could not be read" if bad else ""))
+no_face = [i.name for i in items if not i.error and i.note]
+st.write(f"**{plural(len(items), 'file')}**, {plural(faces, 'face')}"
+         + (f", {len(bad)} could not be read" if bad else "")
+         + (f", {plural(len(no_face), 'photo')} without a face" if no_face else ""))
 for name, error in bad:
     st.error(f"{name}: {error}")
+if no_face:
+    st.warning("No face found in " + ", ".join(no_face) + ".")
 
-shown = table.assign(thumbnail=thumbnails(items))[["thumbnail", "file", "face", "expression", "confidence",
-                                                   "error"]]
-st.dataframe(shown, hide_index=True, width="stretch", column_config={
-    "thumbnail": st.column_config.ImageColumn("face", width="small"),
+st.dataframe(faces_table(items), hide_index=True, width="stretch", column_config={
+    "crop": st.column_config.ImageColumn("crop", width="small", help="the 48×48 face the model saw"),
+    "face": st.column_config.NumberColumn("face", format="%d", help="numbered left to right"),
     "confidence": st.column_config.ProgressColumn("confidence", min_value=0.0, max_value=1.0,
                                                   format="percent"),
 })
 st.altair_chart(alt.Chart(summary(table)).mark_bar(color="#e4572e").encode(
-    x=alt.X("faces:Q", title="faces", axis=alt.Axis(tickMinStep=1)),
+    x=alt.X("faces:Q", title="faces", axis=alt.Axis(tickMinStep=1, format="d")),
     y=alt.Y("expression:N", sort=None, title=None, axis=alt.Axis(labelOverlap=False)),
 ).properties(height=210), width="stretch")
 st.download_button("Download CSV", to_csv(table), file_name="facexpr-batch.csv", mime="text/csv",
-                   key="batch_csv")
+                   key="batch_csv", help="one row per face, with all seven probabilities, the model "
+                                         "version and the time (UTC)")
 
 if not st.session_state["batch_recorded"]:  # last: the history never holds the answers up
     st.session_state["batch_recorded"] = True

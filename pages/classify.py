@@ -5,18 +5,22 @@ import streamlit as st
 from facexpr.charts import draw_faces, probability_chart
 from facexpr.errors import FacexprError
 from facexpr.explain import grad_cam, overlay
+from facexpr.imaging import check_upload_name
 from facexpr.labels import EXPRESSIONS, INDEX
 from facexpr.relabel import save_relabel
 from facexpr.ui import (
-    UPLOAD_TYPES,
+    answer_key,
     classify_cached,
     get_settings,
     note_answer,
     record_once,
     relabel_counts,
     served_classifier,
+    through_the_entry_script,
+    upload_limits,
 )
 
+through_the_entry_script()  # a deep link as the first request (facexpr.ui)
 st.title("Classify a headshot")
 st.caption("Upload a black-and-white or colour photo, or take one with your camera. facexpr finds each "
            "face, shows it as the model sees it (gray), and tells which of seven expressions it shows.")
@@ -25,16 +29,20 @@ use_camera = st.toggle("Use the camera instead", key="use_camera")
 if use_camera:
     uploaded, source = st.camera_input("Take a photo", key="camera"), "camera"
 else:
-    uploaded, source = st.file_uploader("Headshot photo", type=UPLOAD_TYPES, key="upload"), "upload"
+    # Every file type is let through: one we cannot read is refused below with the reason in words
+    # (the uploader's own refusal is a red file chip with the reason only on hover).
+    uploaded, source = st.file_uploader("Headshot photo", key="upload"), "upload"
+    st.caption(upload_limits())
 if uploaded is None:
-    st.info("Take a photo to classify." if use_camera else
-            "Choose a photo to classify (JPEG, PNG, WebP, BMP, TIFF or GIF, up to 20 MB).")
+    st.info("Take a photo to classify." if use_camera else "Choose a photo to classify.")
     st.stop()
 
 data = uploaded.getvalue()
 whole_key = f"whole_image_{uploaded.file_id}"
 mode = "whole" if st.session_state.get(whole_key) else "auto"
 try:
+    if source == "upload":
+        check_upload_name(uploaded.name)
     with st.spinner("Finding faces and reading expressions…"):
         prediction = classify_cached(data, mode)
 except FacexprError as exc:
@@ -60,16 +68,10 @@ with answer_col:
     many = len(prediction.faces) > 1
     settings = get_settings()
     saved_answers = st.session_state.setdefault("relabel_saved", {})  # (image, mode, face) → SaveResult
-    # The chooser keys are fixed (tests drive them by key): a new answer starts from its own prediction.
-    answer_id = (prediction.image_sha256, prediction.mode, prediction.model_version)
-    if st.session_state.get("relabel_for") != answer_id:
-        for k in [k for k in st.session_state if str(k).startswith("relabel_label")]:
-            del st.session_state[k]
-        st.session_state["relabel_for"] = answer_id
     if many:
         st.write(f"**{len(prediction.faces)} faces** found, numbered on the image.")
     for i, face in enumerate(prediction.faces):
-        suffix = f"_{i}" if many else ""
+        suffix, face_index = (f"_{i}", i) if many else ("", None)
         with st.container(border=True):
             head, crop = st.columns([4, 1])
             head.subheader(("Face " + str(i + 1) + ": " if many else "") + face.expression.capitalize())
@@ -80,13 +82,23 @@ with answer_col:
                 heat = grad_cam(served_classifier(), face.crop)  # only when asked: a backward pass
                 st.image(overlay(face.crop, heat), width=192,
                          caption=f"Regions that raised “{face.expression}” (Grad-CAM): hotter is stronger")
-            # Confirm or correct: facexpr.relabel stores the crop (or keeps it in the outbox).
-            chosen = st.selectbox("True expression", EXPRESSIONS, index=INDEX[face.expression],
-                                  format_func=str.capitalize, key=f"relabel_label{suffix}")
+            if face.too_small:
+                st.warning(f"Too small to trust: this face is {face.box.w}×{face.box.h} pixels, and the "
+                           "model reads 48×48, so most of what it saw was filled in. Choose the true "
+                           "expression yourself before saving.")
+            # Confirm or correct: facexpr.relabel stores the crop (or keeps it in the outbox). A face
+            # too small to trust is not preset to the answer: nothing is confirmed without a choice.
+            chosen = st.selectbox("True expression", EXPRESSIONS,
+                                  index=None if face.too_small else INDEX[face.expression],
+                                  format_func=str.capitalize, placeholder="Choose the true expression",
+                                  key=answer_key("relabel_label", prediction, face_index))
             saved = saved_answers.get((prediction.image_sha256, prediction.mode, i))
-            clicked = st.button("Confirm" if chosen == face.expression else "Save correction",
-                                key=f"relabel_save{suffix}")
-            if clicked and (saved is None or saved.label != chosen):  # a double click stores nothing new
+            clicked = st.button("Save" if chosen is None else
+                                "Confirm" if chosen == face.expression else "Save correction",
+                                disabled=chosen is None,
+                                key=answer_key("relabel_save", prediction, face_index))
+            new_answer = chosen is not None and (saved is None or saved.label != chosen)
+            if clicked and new_answer:  # a double click stores nothing new
                 try:
                     saved = save_relabel(settings, prediction, i, chosen, data, replaces=saved)
                 except FacexprError as exc:

@@ -184,7 +184,7 @@ def build_corpus() -> list[Case]:
         Case("noise", "noise.png", noisy_png, "any"),
         # Not a file (the command line only: the page cannot upload these).
         Case("missing path", "no-such-photo.jpg", None, "error", "no such file"),
-        Case("a directory", "a-folder.jpg", None, "error", "is a directory"),
+        Case("a directory", "a-folder.jpg", None, "error", "is a folder with no images in it"),
     ]
 
 

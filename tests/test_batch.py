@@ -20,8 +20,14 @@ def test_mixed_batch_keeps_going_and_lists_bad_files(tiny_classifier, astronaut_
     assert list(table["face"].dropna().astype(int)) == [1, 1, 2]
     assert summary(table)["faces"].sum() == 3
 
+    text = to_csv(table).decode()
+    assert text.splitlines()[1].split(",")[1] == "1"  # a whole face number, not 1.0
     csv = pd.read_csv(io.BytesIO(to_csv(table)))
     assert list(csv.columns[:6]) == ["file", "face", "expression", "confidence", "box", "error"]
+    assert set(csv["model_version"].dropna()) == {tiny_classifier.version}
+    assert csv["model_version"].isna().sum() == 1  # the unreadable file: no model answered
+    assert pd.to_datetime(csv["classified_at"], utc=True).notna().all()
+    assert csv.loc[1, "error"] == table.loc[1, "error"]  # the whole message
     assert len(csv) == 5 and csv.loc[0, "expression"] == table.loc[0, "expression"]
     probs = csv.loc[0, ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]]
     assert abs(probs.sum() - 1) < 1e-2

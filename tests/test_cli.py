@@ -117,3 +117,87 @@ def test_evaluate_can_record_its_result_in_the_model_card(tmp_path, tiny_model_p
     assert main([*argv, "val"]) == 2
     assert "written by training" in capsys.readouterr().err
     assert json.loads(model.with_suffix(".json").read_text())["val"] == before["val"]
+
+
+# ---- what a newcomer sees
+
+
+def test_predict_prints_only_facexprs_own_output(tmp_path, astronaut_bytes, tiny_model_path):
+    """TensorFlow's start-up notices (absl, oneDNN, XNNPACK) stay out of a fresh process's output."""
+    photo = tmp_path / "me.jpg"
+    photo.write_bytes(astronaut_bytes)
+    run = subprocess.run([sys.executable, "-m", "facexpr", "predict", str(photo), "--no-record",
+                          "--model", str(tiny_model_path)], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert run.stderr == ""
+    [line] = run.stdout.splitlines()
+    assert line.startswith(f"{photo}: ")
+
+
+def test_a_model_that_cannot_load_still_says_why(tmp_path, capsys):
+    broken = tmp_path / "broken.keras"
+    broken.write_bytes(b"not a model")
+    (tmp_path / "a.png").write_bytes(image_bytes(np.full((48, 48), 90, np.uint8)))
+    assert main(["predict", str(tmp_path / "a.png"), "--model", str(broken)]) == 2
+    assert "error:" in capsys.readouterr().err
+
+
+def test_predict_takes_the_images_in_a_folder(tmp_path, tiny_model_path, capsys):
+    for name in ("b.png", "a.jpg"):
+        (tmp_path / name).write_bytes(image_bytes(np.full((48, 48), 90, np.uint8),
+                                                  "PNG" if name.endswith("png") else "JPEG"))
+    (tmp_path / "notes.txt").write_text("not an image")
+    assert main(["predict", str(tmp_path), "--no-record", "--model", str(tiny_model_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(": ")[0] for line in lines] == [str(tmp_path / "a.jpg"), str(tmp_path / "b.png")]
+
+
+def test_predict_on_a_folder_without_images_says_so(tmp_path, tiny_model_path, capsys):
+    (tmp_path / "notes.txt").write_text("not an image")
+    assert main(["predict", str(tmp_path), "--no-record", "--model", str(tiny_model_path)]) == 2
+    assert capsys.readouterr().out.startswith(f"{tmp_path}: error: is a folder with no images in it")
+
+
+def test_version(capsys):
+    import pytest
+
+    from facexpr import __version__
+
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.strip() == f"facexpr {__version__}"
+
+
+def test_every_option_has_help():
+    from facexpr.cli import build_parser
+
+    parser = build_parser()
+    [commands] = [a for a in parser._actions if a.dest == "command"]
+    missing = [f"{name} {a.dest}" for name, sub in commands.choices.items() for a in sub._actions
+               if not a.help]
+    assert not missing, missing
+
+
+def test_evaluate_prints_the_confusion_and_f1_of_present_classes(tmp_path, tiny_model_path, capsys):
+    for label in ("angry", "happy", "neutral"):
+        (tmp_path / label).mkdir()
+        for n in range(2):
+            (tmp_path / label / f"{n}.png").write_bytes(image_bytes(np.full((48, 48), 60 * n + 40, np.uint8)))
+    assert main(["evaluate", str(tmp_path), "--model", str(tiny_model_path)]) == 0
+    out = capsys.readouterr().out
+    assert "confusion (rows: true expression" in out
+    rows = [line.split() for line in out.split("columns: predicted)\n")[1].splitlines()[1:]]
+    assert [r[0] for r in rows] == ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
+    assert sum(int(v) for r in rows for v in r[1:]) == 6
+    assert not any(line.split()[0] == "disgust" for line in out.splitlines() if "support" in line)
+
+
+def test_macro_f1_is_over_the_classes_in_the_folder():
+    from facexpr.evaluate import report
+
+    # 12 images of 3 classes, 9 right: per-class F1 0.75, 0.75, 0.75 → macro 0.75 (not 0.32 over seven).
+    y_true = np.array([0] * 4 + [3] * 4 + [6] * 4)
+    y_pred = np.array([0, 0, 0, 3, 3, 3, 3, 6, 6, 6, 6, 0])
+    result = report(y_true, y_pred)
+    assert result["accuracy"] == 0.75 and result["macro_f1"] == 0.75

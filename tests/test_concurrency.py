@@ -16,6 +16,7 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from facexpr.predict import predict_image
+from facexpr.ui import widget_named
 from tests.conftest import FIXTURES, ROOT, image_bytes
 
 SESSIONS = 20
@@ -122,7 +123,8 @@ def test_a_rerun_does_not_reload_or_reclassify(monkeypatch, use_tiny_model, astr
         at.file_uploader(key="upload").set_value(("a.jpg", astronaut_bytes, "image/jpeg")).run()
         label = at.subheader[0].value
         # Widget reruns: choosing another label, and a plain rerun.
-        at.selectbox(key="relabel_label").select("neutral" if label.lower() != "neutral" else "sad").run()
+        other = "neutral" if label.lower() != "neutral" else "sad"
+        widget_named(at.selectbox, "relabel_label").select(other).run()
         at.run()
         assert not at.exception and at.subheader[0].value == label
         assert calls == {"load": 1, "classify": 1}

@@ -174,9 +174,12 @@ def metric(page, label: str) -> str:
 def correct_answer(page, predicted: str) -> str:
     """Choose another expression in the relabel chooser and save it; return the chosen one."""
     chosen = "surprise" if predicted != "surprise" else "neutral"
-    page.locator(".st-key-relabel_label input").click()
+    chooser = page.locator("[class*='st-key-relabel_label-'] input")
+    chooser.scroll_into_view_if_needed()  # its list opens below it: not at the window's bottom edge
+    page.mouse.wheel(0, 300)
+    chooser.click()
     page.get_by_role("option", name=chosen.capitalize(), exact=True).click()
-    save = page.locator(".st-key-relabel_save button")
+    save = page.locator("[class*='st-key-relabel_save-'] button")
     save.filter(has_text="Save correction").wait_for(timeout=STEP_MS)  # it read "Confirm" before
     save.click()
     return chosen
@@ -213,7 +216,7 @@ def classify_correct_and_see_it_counted(page, url: str, data_dir: Path, shots: P
     chart.wait_for(timeout=STEP_MS)
     assert chart.bounding_box()["height"] > 100
     assert main.locator("[data-testid='stImage']").count() >= 2  # the photo and the 48×48 crop
-    assert main.locator(".st-key-relabel_save button").inner_text().strip() == "Confirm"
+    assert main.locator("[class*='st-key-relabel_save-'] button").inner_text().strip() == "Confirm"
 
     # 2. Correct it → the page says where the face went, and it is there, under the new label.
     chosen = correct_answer(page, predicted)

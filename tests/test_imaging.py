@@ -135,3 +135,15 @@ def test_mutated_png_gives_an_image_or_our_error(offset, junk):
         pass
 
 
+
+
+def test_upload_names_that_are_not_photos_are_refused_in_words():
+    from facexpr.imaging import check_upload_name
+
+    for name in ("me.jpg", "ME.JPEG", "a.b.png", "scan.tiff", "x.webp"):
+        check_upload_name(name)
+    for name, words in [("face.svg", "SVG file is a drawing"), ("face.exe", "a .exe file"),
+                        ("noextension", "without an extension"), ("/etc/passwd", "without an extension"),
+                        ("a\x00b.jpg", "control characters"), ("notes.heic", "a .heic file")]:
+        with pytest.raises(ImageError, match=words):
+            check_upload_name(name)

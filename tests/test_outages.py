@@ -14,6 +14,7 @@ from streamlit.testing.v1 import AppTest
 
 from facexpr.cli import main as cli
 from facexpr.labels import EXPRESSIONS
+from facexpr.ui import widget_named
 from tests.conftest import ROOT
 from tests.s3server import closed_port_url
 
@@ -29,8 +30,8 @@ def classify_and_correct(data: bytes) -> tuple[AppTest, str, str]:
     predicted = at.subheader[0].value.lower()
     assert predicted in EXPRESSIONS  # the answer is given whatever the services do
     chosen = "surprise" if predicted != "surprise" else "neutral"
-    at.selectbox(key="relabel_label").select(chosen).run()
-    at.button(key="relabel_save").click().run()
+    widget_named(at.selectbox, "relabel_label").select(chosen).run()
+    widget_named(at.button, "relabel_save").click().run()
     assert not at.exception
     return at, predicted, chosen
 

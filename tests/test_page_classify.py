@@ -87,13 +87,50 @@ def test_heatmap_appears_only_when_asked(page, astronaut_bytes):
 def test_reruns_record_once_and_an_answer_attaches_to_that_record(page, astronaut_bytes):
     from facexpr.config import load_settings
     from facexpr.history import open_history
+    from facexpr.ui import widget_named
 
     upload(page, "astronaut.jpg", astronaut_bytes)
     page.toggle(key="explain").set_value(True).run()  # widget reruns of the same answer
-    page.button(key="relabel_save").click().run()
+    widget_named(page.button, "relabel_save").click().run()
     assert not page.exception
     history = open_history(load_settings())
     assert history.count() == 1
     doc = history.get("1")  # the embedded store's first record
     assert doc["source"] == "upload" and doc["feedback"]["confirmed"] is True
     assert doc["feedback"]["label"] == doc["expression"]
+
+
+def test_the_limits_are_said_where_the_photo_is_chosen(page):
+    limits = page.caption[1].value
+    assert "JPEG, PNG, WebP, BMP, TIFF or GIF" in limits
+    assert "20 MB" in limits and "40 megapixels" in limits  # .streamlit/config.toml and imaging.MAX_PIXELS
+
+
+def test_a_drawing_gets_its_reason_on_the_page(page):
+    svg = (b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg" width="64" height="64">'
+           b'<circle cx="32" cy="32" r="30" fill="gray"/></svg>')
+    upload(page, "face.svg", svg, "image/svg+xml")
+    assert not page.exception
+    [error] = page.error
+    assert error.value.startswith("face.svg: ")
+    assert "SVG file is a drawing" in error.value and "JPEG" in error.value
+
+
+def test_a_tiny_image_is_too_small_to_trust_and_not_confirmed_unasked(page):
+    import numpy as np
+
+    from facexpr.ui import widget_named
+    from tests.conftest import image_bytes
+
+    noise = np.random.default_rng(3).integers(0, 256, (16, 12), dtype=np.uint8)  # 12 wide, 16 high
+    upload(page, "noise.png", image_bytes(noise), "image/png")
+    assert not page.exception
+    assert any("Too small to trust" in w.value and "12×16" in w.value for w in page.warning)
+    chooser, save = widget_named(page.selectbox, "relabel_label"), widget_named(page.button, "relabel_save")
+    assert chooser.value is None  # not preset to the answer
+    assert save.label == "Save" and save.disabled
+    chooser.set_value("neutral").run()
+    save = widget_named(page.button, "relabel_save")
+    assert not save.disabled
+    save.click().run()
+    assert page.success and "neutral" in page.success[0].value.lower()

@@ -9,6 +9,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from facexpr.history import EMBEDDED_FILE, SqliteHistory
+from facexpr.ui import widget_named
 from tests.conftest import ROOT
 from tests.histories import doc
 
@@ -102,8 +103,8 @@ def test_classified_and_corrected_photos_show_on_model_health(use_tiny_model, as
     classify.file_uploader(key="upload").set_value(("one.jpg", astronaut_bytes, "image/jpeg")).run()
     predicted = classify.subheader[0].value.lower()
     other = next(e for e in EXPRESSIONS if e != predicted)
-    classify.selectbox(key="relabel_label").set_value(other).run()
-    classify.button(key="relabel_save").click().run()
+    widget_named(classify.selectbox, "relabel_label").set_value(other).run()
+    widget_named(classify.button, "relabel_save").click().run()
     classify.run()  # a rerun must not record the photo again
     classify.file_uploader(key="upload").set_value(("two.png", two_faces_bytes, "image/png")).run()
     assert not classify.exception and not classify.warning

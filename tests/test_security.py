@@ -19,6 +19,7 @@ from streamlit.testing.v1 import AppTest
 from facexpr.cli import main as cli
 from facexpr.errors import FacexprError, LabelError
 from facexpr.labels import EXPRESSIONS, parse_label
+from facexpr.ui import widget_named
 from tests.conftest import ROOT
 from tests.s3server import closed_port_url
 
@@ -95,8 +96,9 @@ def test_secrets_from_secrets_toml_are_never_shown_on_the_pages(secret_settings,
     at.secrets.update(secrets)
     at.run()
     at.file_uploader(key="upload").set_value(("me.jpg", astronaut_bytes, "image/jpeg")).run()
-    at.selectbox(key="relabel_label").select("fear" if at.subheader[0].value.lower() != "fear" else "sad")
-    at.button(key="relabel_save").click().run()
+    other = "fear" if at.subheader[0].value.lower() != "fear" else "sad"
+    widget_named(at.selectbox, "relabel_label").select(other)
+    widget_named(at.button, "relabel_save").click().run()
     assert not at.exception
     shown = all_text(at)
     assert "outbox" in shown and "unreachable" in shown  # the outage is explained…
@@ -166,7 +168,7 @@ def test_a_hostile_file_name_never_shapes_a_storage_key(name, use_tiny_model, as
                                                         isolated_settings):
     at = AppTest.from_file(CLASSIFY, default_timeout=60).run()
     at.file_uploader(key="upload").set_value((name, astronaut_bytes, "image/jpeg")).run()
-    at.button(key="relabel_save").click().run()  # confirm the answer as is
+    widget_named(at.button, "relabel_save").click().run()  # confirm the answer as is
     assert not at.exception and at.success, [e.value for e in at.error]
     keys = stored(isolated_settings)
     assert keys, "nothing was stored"
@@ -180,13 +182,14 @@ def test_a_hostile_file_name_never_shapes_a_storage_key(name, use_tiny_model, as
 @pytest.mark.parametrize("name", ["/etc/passwd", "a\x00b.jpg", "face.exe", "noextension"])
 def test_names_streamlit_refuses_store_nothing_and_reveal_nothing(name, use_tiny_model, astronaut_bytes,
                                                                   isolated_settings):
-    # A browser cannot send these (its picker keeps the listed types and base names); a crafted
-    # client gets Streamlit's own refusal, shown without details.
+    # The uploader lets every name through; the page refuses what is not a photo's, in words.
     at = AppTest.from_file(CLASSIFY, default_timeout=60).run()
     at.file_uploader(key="upload").set_value((name, astronaut_bytes, "image/jpeg")).run()
     shown = all_text(at)
     assert "Traceback" not in shown and "site-packages" not in shown
     assert not at.subheader  # not classified
+    [error] = at.error
+    assert "control characters" in error.value or "not a photo" in error.value
     assert stored(isolated_settings) == []
 
 
@@ -220,7 +223,7 @@ def test_only_the_seven_labels_are_accepted(label, isolated_settings):
 def test_the_page_offers_exactly_the_seven(use_tiny_model, astronaut_bytes):
     at = AppTest.from_file(CLASSIFY, default_timeout=60).run()
     at.file_uploader(key="upload").set_value(("me.jpg", astronaut_bytes, "image/jpeg")).run()
-    assert list(at.selectbox(key="relabel_label").options) == [e.capitalize() for e in EXPRESSIONS]
+    assert list(widget_named(at.selectbox, "relabel_label").options) == [e.capitalize() for e in EXPRESSIONS]
 
 
 def test_the_history_refuses_other_labels(isolated_settings, tiny_classifier, astronaut_bytes):

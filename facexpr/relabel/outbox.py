@@ -14,7 +14,8 @@ from pathlib import Path
 
 from facexpr.config import Settings
 from facexpr.errors import OutboxItemDamaged, StoreError
-from facexpr.relabel.keys import ROLES, role_uri
+from facexpr.relabel.keys import RELABELED, ROLES, role_uri
+from facexpr.relabel.latest import settle_face, stale_delete
 from facexpr.store import ImageStore, atomic_write, open_store
 from facexpr.times import iso_seconds
 
@@ -89,6 +90,10 @@ class StoreOutbox:
         except (OSError, ValueError, TypeError):
             return None
 
+    def pending(self, role: str, key: str) -> OutboxItem | None:
+        """The entry waiting for ROLE/KEY, if any."""
+        return self.get(_item_id(role, key))
+
     def __len__(self) -> int:
         return len(list(self.root.glob("*.json"))) if self.root.is_dir() else 0
 
@@ -146,16 +151,24 @@ class SyncReport:
         return self.remaining == 0
 
 
-def deliver(store: ImageStore, op: str, key: str, data: bytes | None, metadata: dict[str, str]) -> bool:
-    """Carry out one put or delete on STORE; True when a put found the key already there (a
-    content-hash key: the first arrival's time is kept)."""
+def deliver(store: ImageStore, op: str, key: str, data: bytes | None, metadata: dict[str, str],
+            role: str = "") -> bool:
+    """Carry out one put or delete on STORE; True when a put found the key already there.
+
+    A person's answer (ROLE relabeled) is always written, with its time, and then settles its
+    face (`latest`): one label per face, the latest answer's; a delete an answer queued is not
+    carried out over a later answer. Other keys keep the first arrival (content-hash keys)."""
     if op == "delete":
-        store.delete(key)
+        if not (role == RELABELED and stale_delete(store, key, metadata)):
+            store.delete(key)
         return False
-    if store.exists(key):
-        return True
-    store.put(key, data or b"", metadata)
-    return False
+    found = store.exists(key)
+    if role == RELABELED:
+        store.put(key, data or b"", metadata)
+        settle_face(store, key, metadata)
+    elif not found:
+        store.put(key, data or b"", metadata)
+    return found
 
 
 def flush_outbox(settings: Settings, limit: int | None = None) -> SyncReport:
@@ -180,7 +193,7 @@ def flush_outbox(settings: Settings, limit: int | None = None) -> SyncReport:
                 stores[item.role] = open_store(role_uri(settings, item.role))
             store = stores[item.role]
             data = outbox.data(item) if item.op == "put" else None
-            deliver(store, item.op, item.key, data, item.metadata)
+            deliver(store, item.op, item.key, data, item.metadata, item.role)
         except OutboxItemDamaged as exc:  # leave it for a person, go on with the rest
             report.failed += 1
             report.errors[item.id] = str(exc)

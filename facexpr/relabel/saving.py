@@ -18,9 +18,9 @@ from facexpr.errors import FacexprError, ImageError, StoreError
 from facexpr.imaging import encode_png
 from facexpr.labels import CROP_SIZE, parse_label
 from facexpr.relabel.keys import ORIGINALS, RELABELED, crop_key, original_key, planned_location, role_uri
+from facexpr.relabel.latest import answer_time, discard_older_answers
 from facexpr.relabel.outbox import deliver, flush_outbox, outbox_for
 from facexpr.store import ImageStore, open_store
-from facexpr.times import iso_seconds
 
 if TYPE_CHECKING:
     from facexpr.predict import Prediction
@@ -90,7 +90,7 @@ def save_crop(settings: Settings, crop: np.ndarray, label: str, *, predicted: st
     png = encode_png(check_crop(crop))
     sha = hashlib.sha256(png).hexdigest()
     key = crop_key(label, sha)
-    saved_at = iso_seconds(now)
+    saved_at = answer_time(now)  # orders this answer among others to the same face (relabel.latest)
     metadata = {"predicted-expression": predicted, "confidence": f"{float(confidence):.6f}",
                 "model-version": model_version, "saved-at": saved_at, "label": label}
 
@@ -103,7 +103,7 @@ def save_crop(settings: Settings, crop: np.ndarray, label: str, *, predicted: st
                     {"sha256": original_sha, "saved-at": saved_at, "face-crop": f"{face_index}:{key}"}))
     if replaces is not None and replaces.key != key:
         # The person changed their mind about this face: the earlier answer must not train the model.
-        ops.append((RELABELED, "delete", replaces.key, None, {}))
+        ops.append((RELABELED, "delete", replaces.key, None, {"saved-at": saved_at}))
 
     outbox = outbox_for(settings)
     stores: dict[str, ImageStore] = {}
@@ -118,7 +118,9 @@ def save_crop(settings: Settings, crop: np.ndarray, label: str, *, predicted: st
                 if role not in stores:
                     stores[role] = open_store(uri)
                 store = stores[role]
-                found = deliver(store, op, k, data, meta)
+                if role == RELABELED and op == "put":
+                    discard_older_answers(outbox, k, meta)
+                found = deliver(store, op, k, data, meta, role)
                 already = already or (found and role == RELABELED)
                 outbox.discard(role, k)  # this newer intent supersedes anything queued for the key
                 outcome[role + k] = (store.location(k), False)

@@ -1,0 +1,71 @@
+"""What a newcomer trips on, seen in a real browser (Debian's Chromium through Playwright).
+
+One fresh server: a deep link (`/batch`) as its very first request gets the app's own navigation
+and sidebar; a drawing (.svg) is refused with its reason on the page; on a 390-px-wide window the
+sidebar closes once a page is chosen in it.
+"""
+
+from __future__ import annotations
+
+from tests.test_e2e_browser import (  # noqa: F401 (browser is a fixture)
+    SLOW_MS,
+    STEP_MS,
+    _main,
+    app_server,
+    browser,
+    evidence_on_failure,
+)
+
+SVG = (b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg" width="64" height="64">'
+       b'<circle cx="32" cy="32" r="30" fill="gray"/></svg>')
+
+
+def sidebar_width(page) -> float:
+    return page.locator("[data-testid='stSidebar']").bounding_box()["width"]
+
+
+def wait_for_sidebar(page, condition: str) -> None:
+    """Until the sidebar's width meets CONDITION (it slides open and shut)."""
+    page.wait_for_function("() => document.querySelector(\"[data-testid='stSidebar']\")"
+                           f".getBoundingClientRect().width {condition}", timeout=STEP_MS)
+
+
+def test_deep_link_svg_and_phone_sidebar(browser, tmp_path, tiny_model_path):  # noqa: F811
+    env = {"FACEXPR_DATA_DIR": str(tmp_path / "data"), "FACEXPR_MODEL": str(tiny_model_path)}
+    with app_server(tmp_path, env) as url:
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        page = context.new_page()
+        with evidence_on_failure(page, tmp_path):
+            # 1. The first request after the start is a deep link: the app's pages, not Streamlit's list.
+            page.goto(url + "/batch")
+            page.locator("[data-testid='stSidebar']").get_by_text("Model tiny-test").wait_for(timeout=SLOW_MS)
+            nav = page.locator("[data-testid='stSidebarNav']").inner_text().split()
+            assert [w for w in nav if w.isalpha()] == ["Classify", "Batch", "Model", "health"], nav
+            assert _main(page).locator("h1").first.inner_text().strip() == "Batch"
+            assert page.title() == "facexpr"
+
+            # 2. A drawing is let through the uploader and refused on the page, with the reason.
+            svg = tmp_path / "face.svg"
+            svg.write_bytes(SVG)
+            page.locator("[data-testid='stSidebarNav']").get_by_role("link", name="Classify").click()
+            _main(page).get_by_text("megapixels").wait_for(timeout=STEP_MS)
+            page.locator("[data-testid='stFileUploader'] input[type='file']").set_input_files(str(svg))
+            refusal = _main(page).locator("[data-testid='stAlert']", has_text="SVG file is a drawing")
+            refusal.wait_for(timeout=STEP_MS)
+            assert "face.svg" in refusal.inner_text() and "JPEG" in refusal.inner_text()
+        context.close()
+
+        # 3. Phone width with a desktop browser: Streamlit closes the sidebar itself only for
+        #    browsers that say they are mobile; the app closes it for narrow windows too.
+        phone = browser.new_context(viewport={"width": 390, "height": 844}, has_touch=True)
+        page = phone.new_page()
+        with evidence_on_failure(page, tmp_path):
+            page.goto(url)
+            _main(page).get_by_text("Choose a photo").wait_for(timeout=SLOW_MS)
+            assert sidebar_width(page) == 0  # starts closed at this width
+            page.locator("[data-testid='stExpandSidebarButton']").click()
+            wait_for_sidebar(page, "> 250")  # open, over most of the page
+            page.locator("[data-testid='stSidebarNav']").get_by_role("link", name="Batch").tap()
+            _main(page).locator("h1", has_text="Batch").wait_for(timeout=STEP_MS)
+            wait_for_sidebar(page, "=== 0")
+        phone.close()
