@@ -70,6 +70,15 @@ def test_feedback_is_attached_and_a_later_answer_replaces_it(history):
     assert (fb["label"], fb["confirmed"], fb["object_key"]) == ("happy", True, None)
 
 
+def test_two_people_answering_one_face_the_latest_answer_wins_in_any_order(history):
+    record_id = history.record(fake_prediction(faces=1), "upload")[0]
+    first, second = datetime(2026, 3, 1, 9, tzinfo=UTC), datetime(2026, 3, 1, 9, 5, tzinfo=UTC)
+    history.attach_feedback(record_id, "angry", False, None, ts=second)
+    history.attach_feedback(record_id, "sad", False, None, ts=first)  # the older answer arrives late
+    fb = history.get(record_id)["feedback"]
+    assert fb["label"] == "angry" and fb["ts"] == second
+
+
 def test_bad_input_is_refused_with_a_clear_message(history):
     record_id = history.record(fake_prediction(faces=1), "upload")[0]
     with pytest.raises(LabelError, match="Unknown expression"):

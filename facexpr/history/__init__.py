@@ -78,7 +78,8 @@ class History(Protocol):
 
     def attach_feedback(self, record_id: str, label: str, confirmed: bool, object_key: str | None,
                         ts: datetime | None = None) -> None:
-        """Set the record's `feedback` {label, confirmed, ts, object_key} (a later answer replaces it)."""
+        """Set the record's `feedback` {label, confirmed, ts, object_key}: the answer with the latest
+        `ts` wins, whatever order answers arrive in (an older one arriving late changes nothing)."""
 
     def get(self, record_id: str) -> dict[str, Any] | None:
         """The document with its `id`, or None."""

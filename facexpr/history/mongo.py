@@ -186,11 +186,15 @@ class MongoHistory:
         if op == "feedback":
             fb = payload["feedback"]
             # Only replace an older answer, so a late-delivered stale write cannot win.
+            face = {"_id": payload["_id"], "no_face": {"$exists": False}}
             result = coll.update_one(
-                {"_id": payload["_id"],
-                 "$or": [{"feedback": {"$exists": False}}, {"feedback.ts": {"$lte": fb["ts"]}}]},
+                {**face, "$or": [{"feedback": {"$exists": False}}, {"feedback.ts": {"$lte": fb["ts"]}}]},
                 {"$set": {"feedback": fb}})
-            return result.matched_count
+            if result.matched_count:
+                return 1
+            # A newer answer (another session or process) is already there: it stays, and this
+            # one counts as delivered; only a missing record is an error.
+            return int(coll.count_documents(face, limit=1))
         raise HistoryError(f"Unknown buffered operation {op!r}.")
 
     def _flush_locked(self) -> dict[int, int]:

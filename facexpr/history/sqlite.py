@@ -221,10 +221,12 @@ class SqliteHistory:
         with self._transaction() as db:
             cur = db.execute(
                 "UPDATE predictions SET feedback_label = ?, feedback_confirmed = ?, feedback_ts = ?, "
-                "feedback_object_key = ? WHERE id = ?",
+                "feedback_object_key = ? WHERE id = ? AND face_index >= 0 "
+                "AND (feedback_ts IS NULL OR feedback_ts <= ?)",  # the latest answer wins, in any order
                 (fb["label"], int(fb["confirmed"]), fb["ts"].timestamp(), fb["object_key"],
-                 _int_id(record_id)))
-            if cur.rowcount == 0:
+                 _int_id(record_id), fb["ts"].timestamp()))
+            exists = "SELECT 1 FROM predictions WHERE id = ? AND face_index >= 0"
+            if cur.rowcount == 0 and not db.execute(exists, (_int_id(record_id),)).fetchone():
                 raise HistoryError(f"No prediction record {record_id!r} in the history.")
 
     def pending(self) -> int:
