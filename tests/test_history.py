@@ -250,6 +250,63 @@ def test_record_safely_turns_an_outage_into_a_warning(tmp_path):
     assert down.pending() == 2
 
 
+class _RunStopped(BaseException):
+    """What Streamlit raises in a page run it stopped, at its next session-state access."""
+
+
+class _SessionState(dict):
+    """Like st.session_state under fast reruns: a stopped run's thread cannot touch it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stopped: set[int] = set()
+
+    def _check(self) -> None:
+        if threading.get_ident() in self.stopped:
+            raise _RunStopped
+
+    def get(self, key, default=None):
+        self._check()
+        return super().get(key, default)
+
+    def __setitem__(self, key, value) -> None:
+        self._check()
+        super().__setitem__(key, value)
+
+
+def test_a_rerun_during_a_slow_write_does_not_record_the_prediction_twice(tmp_path, monkeypatch):
+    """Streamlit's fast reruns start the next page run (here: the person's click) while the last one
+    still waits on an unreachable database, and stop the old one at its next session-state access;
+    the prediction is still recorded once, and the answer attached to that record."""
+    from facexpr import ui
+    from facexpr.relabel import SaveResult
+
+    entered = threading.Event()
+    state = _SessionState()
+
+    class Slow(MongoHistory):
+        def record(self, *args, **kwargs):
+            if not entered.is_set():
+                state.stopped.add(threading.get_ident())  # the click arrives: this run is stopped
+                entered.set()
+            return super().record(*args, **kwargs)
+
+    down = Slow(f"mongodb://127.0.0.1:{closed_port()}/?directConnection=true", "fx", tmp_path, timeout_ms=500)
+    monkeypatch.setattr(ui.st, "session_state", state)
+    monkeypatch.setattr(ui, "get_history", lambda: down)
+    prediction = fake_prediction(faces=1)
+    first = threading.Thread(target=lambda: ui.record_once(prediction, "upload"))
+    first.start()
+    entered.wait(10)
+    saved = SaveResult(label="fear", predicted=prediction.faces[0].expression, key="fear/x.png",
+                       location=str(tmp_path / "x.png"), sha256="0" * 64, saved_at="2026-03-01T09:00:00Z")
+    ui.note_answer(prediction, 0, saved, "upload")  # the click's run
+    first.join()
+    ops = [(op, payload) for _, op, payload in down.buffer.items()]
+    assert [op for op, _ in ops] == ["insert", "feedback"]
+    assert ops[1][1]["_id"] == ops[0][1]["docs"][0]["_id"]
+
+
 def test_a_broken_uri_is_a_message_naming_the_setting(tmp_path):
     h = MongoHistory("mongodb://[not-a-host", "fx", tmp_path)
     _, warning = record_safely(lambda: h, fake_prediction(faces=1), "upload")
