@@ -53,9 +53,17 @@ def test_one_document_per_face_with_the_agreed_fields(history):
     assert history.count() == 2
 
 
-def test_no_face_records_nothing(history):
-    assert history.record(fake_prediction(faces=0), "cli") == []
-    assert history.count() == 0
+def test_an_image_with_no_face_is_one_no_face_document_not_a_face(history):
+    ids = history.record(fake_prediction(faces=0), "cli")
+    assert len(ids) == 1
+    doc = history.get(ids[0])
+    assert doc["no_face"] is True and doc["source"] == "cli" and doc["model_version"] == "m-test"
+    assert doc["image_sha256"] == "ab" * 32 and doc["latency_ms"]["detect"] == 20.25
+    assert not {"face_index", "box", "expression", "confidence", "probabilities", "feedback"} & set(doc)
+    assert history.count() == 0  # faces only
+    assert history.confidence_cube(None, None) == [] and history.latency_bins(None, None) == []
+    with pytest.raises(HistoryError, match="No prediction record"):  # nobody answers a face not found
+        history.attach_feedback(ids[0], "sad", False, None)
 
 
 def test_feedback_is_attached_and_a_later_answer_replaces_it(history):
@@ -134,8 +142,9 @@ def test_record_safely_returns_the_ids_and_answers_attach_to_them(history):
     assert [(d["face_index"], d["feedback"]["label"]) for d in answered] == [(1, "fear")]
 
 
-def test_no_face_is_not_recorded_safely(history):
-    assert record_safely(lambda: history, fake_prediction(faces=0), "upload") == (None, None)
+def test_no_face_is_recorded_safely_as_a_no_face_document(history):
+    ids, warning = record_safely(lambda: history, fake_prediction(faces=0), "upload")
+    assert warning is None and len(ids) == 1 and history.get(ids[0])["no_face"] is True
     assert history.count() == 0
 
 
