@@ -7,7 +7,7 @@ another (the page says the history is unreachable and keeps it locally; the phot
 works); the server comes back on the same port with its data, and the buffered writes arrive
 exactly once: two documents, each with the person's answer, nothing waiting. (Run first, this
 test found a prediction recorded twice when the click's rerun overlapped the page run still
-waiting on the dead server; see record_safely.)
+waiting on the dead server; see ui.record_once.)
 """
 
 from __future__ import annotations
