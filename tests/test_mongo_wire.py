@@ -8,15 +8,20 @@ The browser version of the outage is tests/test_e2e_mongo_wire.py.
 
 from __future__ import annotations
 
-import multiprocessing
+import json
+import os
+import subprocess
+import sys
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
 from facexpr.history import HistoryBuffered, HistoryUnavailable, MongoHistory
 from tests.histories import fake_prediction
-from tests.mongo_wire import ping, require_server, wire_server
+from tests.mongo_wire import ROOT, ping, require_server, wire_server
 
 PER_PROCESS = 15  # predictions of two faces each
 
@@ -67,9 +72,11 @@ def test_a_server_restart_delivers_what_was_kept_locally_exactly_once(tmp_path):
         again.close()
 
 
-def _write_from_another_process(uri: str, db: str, data_dir: str, shared_id: str, label: str,
-                                answered_at: str, start) -> list[str]:
-    start.wait()  # both processes write at once
+def _write_from_another_process() -> None:
+    """Run in a fresh interpreter (see below): waits for the start file, writes, prints the ids."""
+    uri, db, data_dir, shared_id, label, answered_at, start_file = sys.argv[1:]
+    while not Path(start_file).exists():  # both processes write at once
+        time.sleep(0.01)
     h = MongoHistory(uri, db, data_dir)
     ids = []
     try:
@@ -80,7 +87,7 @@ def _write_from_another_process(uri: str, db: str, data_dir: str, shared_id: str
         h.attach_feedback(shared_id, label, False, None, ts=datetime.fromisoformat(answered_at))
     finally:
         h.close()
-    return ids
+    print(json.dumps(ids))
 
 
 def test_two_processes_write_to_one_database_without_losing_or_doubling(mongo_wire, tmp_path):
@@ -88,13 +95,20 @@ def test_two_processes_write_to_one_database_without_losing_or_doubling(mongo_wi
     h = MongoHistory(mongo_wire.uri, db, tmp_path / "parent")
     shared = h.record(fake_prediction(faces=1), "upload")[0]  # one face both people answer
     now = datetime.now(UTC)
-    spawn = multiprocessing.get_context("spawn")
-    start = spawn.Manager().Barrier(2)
-    # Each process has its own data folder (and so its own outbox), as two app hosts would.
-    jobs = [(mongo_wire.uri, db, str(tmp_path / label), shared, label,
-             (now + timedelta(seconds=s)).isoformat(), start) for label, s in (("sad", 1), ("angry", 2))]
-    with spawn.Pool(2) as pool:
-        written = pool.starmap(_write_from_another_process, jobs)
+    start = tmp_path / "start"
+    # Two fresh interpreters, each with its own data folder (and so its own buffer), as two app hosts.
+    workers = [subprocess.Popen(
+        [sys.executable, "-c", "from tests.test_mongo_wire import _write_from_another_process as w; w()",
+         mongo_wire.uri, db, str(tmp_path / label), shared, label, (now + timedelta(seconds=s)).isoformat(),
+         str(start)], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE,
+        text=True)
+        for label, s in (("sad", 1), ("angry", 2))]
+    start.touch()
+    written = []
+    for worker in workers:
+        out, _ = worker.communicate(timeout=300)
+        assert worker.returncode == 0
+        written.append(json.loads(out.strip().splitlines()[-1]))
     try:
         ids = [i for chunk in written for i in chunk]
         assert len(ids) == len(set(ids)) == 2 * 2 * PER_PROCESS
