@@ -30,7 +30,7 @@ window = pick_window.selectbox("Time window", windows, index=windows.index(healt
 source = pick_source.selectbox("Source", [None, *SOURCES], key="health_source",
                                format_func=lambda s: "All sources" if s is None else s,
                                help="Where the photos came from: the Classify page (upload or camera), the "
-                                    "Batch page, or the command line")
+                                    "Batch page, the command line, or the HTTP API (api)")
 card = health.card_metrics(health.served_card(get_settings(), model=served_model()))
 report = None
 try:
