@@ -2,8 +2,10 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+# The MongoDB-wire test server (secantusdb, GPL): its own environment, a test tool only.
+SECANTUS_VENV ?= .venv-secantus
 
-.PHONY: setup app test lint bench bench-api
+.PHONY: setup setup-test-server app test lint bench bench-api
 
 setup: $(VENV)/.installed
 
@@ -13,10 +15,18 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PY) -m pip install --quiet -r requirements.txt -r requirements-dev.txt
 	touch $@
 
+setup-test-server: $(SECANTUS_VENV)/.installed
+
+$(SECANTUS_VENV)/.installed: tests/requirements-secantus.txt
+	$(PYTHON) -m venv $(SECANTUS_VENV)
+	$(SECANTUS_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(SECANTUS_VENV)/bin/python -m pip install --quiet -r tests/requirements-secantus.txt
+	touch $@
+
 app: setup
 	$(PY) -m streamlit run streamlit_app.py
 
-test: setup
+test: setup setup-test-server
 	$(PY) -m pytest
 
 lint: setup

@@ -435,8 +435,8 @@ def _record(service: Service, done: list[Prediction]) -> tuple[str | None, list[
         return f"These answers could not be added to the history: {exc}", [[] for _ in done]
     ids, offset = [], 0
     for p in done:
-        ids.append(list(flat[offset:offset + len(p.faces)]))
-        offset += len(p.faces)
+        ids.append(list(flat[offset:offset + len(p.faces)]))  # a no-face photo has no face ids
+        offset += max(1, len(p.faces))  # ... but one no-face document
     return warning, ids
 
 

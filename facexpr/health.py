@@ -29,6 +29,7 @@ WINDOWS: dict[str, timedelta | None] = {
     "All time": None,
 }
 DEFAULT_WINDOW = "Last 7 days"
+MIN_ANSWERS = 20  # below this many answers an agreement share moves by 5 points or more per answer
 PERCENTILES = (0.50, 0.95)
 _LOW_BIN = round(LOW_CONFIDENCE * CONFIDENCE_BINS)  # bins below this one hold confidence < 0.5
 
@@ -52,6 +53,8 @@ class HealthReport:
     total: int  # predictions (faces) in the window
     answered: int  # of those, how many a person confirmed or corrected
     confirmed: int
+    images: int  # images classified (with or without a face)
+    no_face: int  # of those, images in which the detector found no face
     mean_confidence: float | None
     low_confidence_share: float | None  # share of answers with confidence < 0.5
     daily: pd.DataFrame  # day, expression, predictions
@@ -63,11 +66,28 @@ class HealthReport:
     models: pd.DataFrame  # model_version, predictions, mean_confidence, low_confidence_share,
     #                       answered, confirmed, agreement
     relabels: pd.DataFrame  # label, confirmed, corrected, total (all seven)
+    source: str | None = None  # the figures count this source only (None: every source)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def empty(self) -> bool:
-        return self.total == 0
+        return self.total == 0 and self.images == 0
+
+    @property
+    def no_face_rate(self) -> float | None:
+        """Share of images in which no face was found: the detector's failure rate."""
+        return self.no_face / self.images if self.images else None
+
+    @property
+    def agreement_note(self) -> str:
+        """The agreement's n, and a warning when it is too few (under MIN_ANSWERS) to mean much."""
+        answers = f"n = {self.answered:,} answer{'s' if self.answered != 1 else ''}"
+        if not self.answered:
+            return f"{answers}: nobody has confirmed or corrected an answer yet."
+        if self.answered < MIN_ANSWERS:
+            return (f"{answers}: too few for the agreement to mean much (it needs {MIN_ANSWERS} or more; "
+                    f"each answer moves it by {1 / self.answered:.0%}).")
+        return f"{answers}."
 
     @property
     def agreement(self) -> float | None:
@@ -100,16 +120,19 @@ def percentile_from_bins(bins: pd.DataFrame, q: float) -> float | None:
 
 
 def health_report(history: History, start: datetime | None, end: datetime | None = None,
-                  since: datetime | None = None) -> HealthReport:
-    """The live figures for predictions made in [START, END) (None = open) from HISTORY.
+                  since: datetime | None = None, source: str | None = None) -> HealthReport:
+    """The live figures for predictions made in [START, END) (None = open) from HISTORY, of
+    SOURCE only when given (relabels gathered count every source: they are all training data).
 
     Raises HistoryUnavailable when the database cannot be reached.
     """
-    cube = pd.DataFrame(history.confidence_cube(start, end),
+    cube = pd.DataFrame(history.confidence_cube(start, end, source),
                         columns=["day", "model_version", "expression", "bin", "n", "confidence_sum"])
-    answers = pd.DataFrame(history.feedback_counts(start, end),
+    answers = pd.DataFrame(history.feedback_counts(start, end, source),
                            columns=["day", "model_version", "predicted", "label", "confirmed", "n"])
-    latency_rows = pd.DataFrame(history.latency_bins(start, end), columns=["stage", "bin", "n"])
+    latency_rows = pd.DataFrame(history.latency_bins(start, end, source), columns=["stage", "bin", "n"])
+    detection = pd.DataFrame(history.detection_counts(start, end, source),
+                             columns=["day", "source", "images", "no_face"])
     relabel_rows = pd.DataFrame(history.relabel_counts(since), columns=["label", "confirmed", "n"])
 
     cube["low"] = cube["n"].where(cube["bin"] < _LOW_BIN, 0)
@@ -170,11 +193,19 @@ def health_report(history: History, start: datetime | None, end: datetime | None
     return HealthReport(
         start=utc(start), end=utc(end), since=utc(since), total=total, answered=answered,
         confirmed=int(answers["confirmed_n"].sum()),
+        images=int(detection["images"].sum()), no_face=int(detection["no_face"].sum()), source=source,
         mean_confidence=float(cube["confidence_sum"].sum() / total) if total else None,
         low_confidence_share=float(cube["low"].sum() / total) if total else None,
         daily=_days(daily), confidence=confidence, confidence_daily=_days(confidence_daily),
         agreement_daily=_days(agreement_daily), confusion=confusion, latency=latency, models=models,
         relabels=relabels)
+
+
+def with_rates(confusion: pd.DataFrame) -> pd.DataFrame:
+    """CONFUSION (label, predicted, count) with `rate`: each count as a share of its true label's row,
+    so a rare class reads as clearly as a common one (None in a row without any count)."""
+    row_total = confusion.groupby("label")["count"].transform("sum")
+    return confusion.assign(rate=(confusion["count"] / row_total.where(row_total > 0)).astype(float))
 
 
 def live_per_class(report: HealthReport) -> pd.DataFrame:

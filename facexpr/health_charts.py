@@ -8,6 +8,7 @@ from __future__ import annotations
 import altair as alt
 import pandas as pd
 
+from facexpr.health import with_rates
 from facexpr.history import LOW_CONFIDENCE, STAGES
 from facexpr.labels import EXPRESSIONS
 
@@ -16,6 +17,7 @@ AGREE, CORRECT = "#2a9d8f", "#e76f51"
 EXPRESSION_COLOUR = alt.Scale(domain=list(EXPRESSIONS), range=PALETTE)
 # Ordinal days: a bar per day with data (a temporal axis would stretch a single day across the chart).
 DAY = alt.X("yearmonthdate(day):O", title=None, axis=alt.Axis(format="%b %d", labelAngle=0))
+COUNT_AXIS = alt.Axis(tickMinStep=1, format="d")  # counts: whole-number ticks, never 0.2, 0.4 …
 
 
 def _nothing(frame: pd.DataFrame | None, column: str | None = None) -> bool:
@@ -28,7 +30,7 @@ def daily_chart(daily: pd.DataFrame) -> alt.Chart | None:
         return None
     return alt.Chart(daily).mark_bar().encode(
         x=DAY,
-        y=alt.Y("sum(predictions):Q", title="predictions"),
+        y=alt.Y("sum(predictions):Q", title="predictions", axis=COUNT_AXIS),
         color=alt.Color("expression:N", scale=EXPRESSION_COLOUR, sort=list(EXPRESSIONS)),
         order=alt.Order("expression:N"),
         tooltip=[alt.Tooltip("yearmonthdate(day):T", title="day"), "expression:N", "predictions:Q"],
@@ -44,7 +46,7 @@ def confidence_histogram(bins: pd.DataFrame) -> alt.LayerChart | None:
         x=alt.X("bin_start:Q", bin="binned", title="confidence", scale=alt.Scale(domain=[0, 1]),
                 axis=alt.Axis(format="%")),
         x2="bin_end:Q",
-        y=alt.Y("predictions:Q", title="predictions"),
+        y=alt.Y("predictions:Q", title="predictions", axis=COUNT_AXIS),
         color=alt.condition(alt.datum.low, alt.value(CORRECT), alt.value("#577590")),
         tooltip=[alt.Tooltip("bin_start:Q", format=".0%", title="from"),
                  alt.Tooltip("bin_end:Q", format=".0%", title="to"), "predictions:Q"],
@@ -78,7 +80,7 @@ def agreement_chart(per_day: pd.DataFrame) -> alt.Chart | None:
                         value_name="answers")
     return alt.Chart(long).mark_bar().encode(
         x=DAY,
-        y=alt.Y("answers:Q", title="answers"),
+        y=alt.Y("answers:Q", title="answers", axis=COUNT_AXIS),
         color=alt.Color("answer:N", title=None, scale=alt.Scale(domain=["confirmed", "corrected"],
                                                                range=[AGREE, CORRECT])),
         tooltip=[alt.Tooltip("yearmonthdate(day):T", title="day"), "answer:N", "answers:Q"],
@@ -86,24 +88,29 @@ def agreement_chart(per_day: pd.DataFrame) -> alt.Chart | None:
 
 
 def confusion_chart(confusion: pd.DataFrame, truth: str = "person's label") -> alt.LayerChart | None:
-    """A 7×7 heat map: rows the true label (TRUTH names it), columns the prediction."""
+    """A 7×7 heat map: rows the true label (TRUTH names it), columns the prediction. Each cell
+    shows its count beside its rate within the true label's row (`health.with_rates`), and the
+    colour follows the rate, so a rare class's row reads as clearly as a common one's."""
     if _nothing(confusion, "count"):
         return None
-    base = alt.Chart(confusion).encode(
+    frame = with_rates(confusion)
+    frame["text"] = [f"{n} · {r:.0%}" if n else ""
+                     for n, r in zip(frame["count"], frame["rate"], strict=True)]
+    base = alt.Chart(frame).encode(
         x=alt.X("predicted:N", sort=list(EXPRESSIONS), title="predicted",
                 axis=alt.Axis(labelAngle=-40, labelOverlap=False)),
-        y=alt.Y("label:N", sort=list(EXPRESSIONS), title=truth),
+        y=alt.Y("label:N", sort=list(EXPRESSIONS), title=f"{truth} (count · share of the row)"),
     )
     cells = base.mark_rect().encode(
-        color=alt.Color("count:Q", scale=alt.Scale(scheme="blues"), legend=None),
-        tooltip=[alt.Tooltip("label:N", title=truth), "predicted:N", "count:Q"],
+        color=alt.Color("rate:Q", scale=alt.Scale(scheme="blues", domain=[0, 1]), legend=None),
+        tooltip=[alt.Tooltip("label:N", title=truth), "predicted:N", "count:Q",
+                 alt.Tooltip("rate:Q", format=".0%", title=f"share of {truth}")],
     )
-    text = base.mark_text(fontSize=11).encode(
-        text=alt.condition(alt.datum.count > 0, "count:Q", alt.value("")),
-        color=alt.condition(alt.datum.count > confusion["count"].max() / 2, alt.value("white"),
-                            alt.value("black")),
+    text = base.mark_text(fontSize=10).encode(
+        text="text:N",
+        color=alt.condition(alt.datum.rate > 0.5, alt.value("white"), alt.value("black")),
     )
-    return (cells + text).properties(height=280)
+    return (cells + text).properties(height=300)
 
 
 def latency_chart(latency: pd.DataFrame) -> alt.Chart | None:
@@ -163,7 +170,7 @@ def relabels_chart(relabels: pd.DataFrame) -> alt.Chart | None:
                          value_name="images")
     return alt.Chart(long).mark_bar().encode(
         x=alt.X("label:N", sort=list(EXPRESSIONS), title=None, axis=alt.Axis(labelAngle=0)),
-        y=alt.Y("images:Q", title="images"),
+        y=alt.Y("images:Q", title="images", axis=COUNT_AXIS),
         color=alt.Color("answer:N", title=None, scale=alt.Scale(domain=["confirmed", "corrected"],
                                                                range=[AGREE, CORRECT])),
         tooltip=["label:N", "answer:N", "images:Q"],

@@ -7,6 +7,7 @@ calls is plain Python.
 from __future__ import annotations
 
 import hashlib
+import threading
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -195,6 +196,13 @@ def _record_key(prediction: Prediction, source: str) -> str:
     return f"_history_ids:{prediction.image_sha256}:{prediction.mode}:{prediction.model_version}:{source}"
 
 
+# Streamlit's fast reruns start a page's next run while the last one may still be inside a slow
+# history write (a database timing out), and stop the old run at its next session-state access.
+# So the check and the write happen under this lock, and the ids go into a list put in the state
+# *before* the write: filling it touches no session state, so a stopped run still keeps them.
+_RECORD_LOCK = threading.Lock()
+
+
 def record_once(prediction: Prediction, source: str) -> str | None:
     """Record PREDICTION in the history once per session (widget reruns do not record it again).
 
@@ -202,11 +210,14 @@ def record_once(prediction: Prediction, source: str) -> str | None:
     or a warning to show; never raises.
     """
     key = _record_key(prediction, source)
-    if key in st.session_state:
-        return None
-    ids, warning = record_safely(get_history, prediction, source)
-    if ids is not None:
-        st.session_state[key] = ids
+    with _RECORD_LOCK:
+        slot = st.session_state.get(key)
+        if slot:
+            return None
+        if slot is None:
+            slot = st.session_state[key] = []
+        ids, warning = record_safely(get_history, prediction, source)
+        slot[:] = ids or []
     return warning
 
 

@@ -59,6 +59,10 @@ with answer_col:
     if prediction.no_face:
         st.warning("No face was found in this photo. Try a straight-on headshot, or classify the "
                    "whole image as if it were one face.")
+        # Recorded too: no-face images are the detector's failure rate on Model health.
+        history_note = record_once(prediction, source)
+        if history_note:
+            st.warning(history_note)
         if st.button("Classify the whole image", key="classify_whole"):
             st.session_state[whole_key] = True
             st.rerun()

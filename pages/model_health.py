@@ -4,7 +4,7 @@ import streamlit as st
 
 from facexpr import health
 from facexpr import health_charts as charts
-from facexpr.history import HistoryError, HistoryUnavailable
+from facexpr.history import SOURCES, HistoryError, HistoryUnavailable
 from facexpr.ui import get_history, get_settings, served_model, through_the_entry_script
 
 
@@ -25,13 +25,19 @@ st.caption("Every face the app classifies is recorded with its answer, confidenc
            "people's confirmations and corrections show how often the model is right.")
 
 windows = list(health.WINDOWS)
-window = st.selectbox("Time window", windows, index=windows.index(health.DEFAULT_WINDOW), key="health_window")
+pick_window, pick_source = st.columns(2)
+window = pick_window.selectbox("Time window", windows, index=windows.index(health.DEFAULT_WINDOW),
+                               key="health_window")
+source = pick_source.selectbox("Source", [None, *SOURCES], key="health_source",
+                               format_func=lambda s: "All sources" if s is None else s,
+                               help="Where the photos came from: the Classify page (upload or camera), the "
+                                    "Batch page, the command line, or the HTTP API (api)")
 card = health.card_metrics(health.served_card(get_settings(), model=served_model()))
 report = None
 try:
     history = get_history()
     report = health.health_report(history, *health.window_bounds(window),
-                                  since=card.trained_at if card else None)
+                                  since=card.trained_at if card else None, source=source)
     if history.pending():
         st.info(f"{history.pending()} write(s) are kept locally and wait for the database.")
 except HistoryUnavailable as exc:
@@ -41,8 +47,9 @@ except HistoryError as exc:
     st.error(str(exc))
 
 if report is not None and report.empty:
-    st.info(f"No predictions recorded ({window.lower()}). Classify a photo on the Classify page and "
-            "it shows up here; confirm or correct an answer to see how often the model is right.")
+    st.info(f"No predictions recorded ({window.lower()}{f', source {source}' if source else ''}). "
+            "Classify a photo on the Classify page and it shows up here; confirm or correct an answer "
+            "to see how often the model is right.")
 
 if report is not None and not report.empty:
     cols = st.columns(4)
@@ -51,6 +58,14 @@ if report is not None and not report.empty:
     cols[2].metric("Low confidence (< 50%)", percent(report.low_confidence_share))
     cols[3].metric("Agreement with people", percent(report.agreement),
                    help=f"{report.confirmed} confirmed and {report.corrected} corrected answers")
+    cols = st.columns(4)
+    cols[0].metric("Images classified", f"{report.images:,}")
+    cols[1].metric("No face found", percent(report.no_face_rate),
+                   help=f"The detector's failure rate: {report.no_face:,} of {report.images:,} images had no "
+                        "face found in them")
+    cols[2].metric("Answers from people", f"{report.answered:,}",
+                   help="Confirmations and corrections: the n behind the agreement")
+    st.caption(f"Agreement with people: {report.agreement_note}")
 
     st.subheader("Predictions per day")
     chart(charts.daily_chart(report.daily), "No predictions in this window.")
@@ -70,7 +85,13 @@ if report is not None and not report.empty:
 
     st.subheader("Model versions")
     chart(charts.models_chart(report.models), "No predictions in this window.")
-    st.dataframe(report.models, hide_index=True, width="stretch")
+    share = {"format": "percent"}  # the shares are 0–1, shown as 62.5 % like the rest of the page
+    st.dataframe(report.models, hide_index=True, width="stretch", column_config={
+        "model_version": "model", "answered": "answers",
+        "mean_confidence": st.column_config.NumberColumn("mean confidence", **share),
+        "low_confidence_share": st.column_config.NumberColumn("share below 50%", **share),
+        "agreement": st.column_config.NumberColumn("agreement with people", **share),
+    })
 
 st.subheader("Offline (model card) beside live")
 offline, live = st.columns(2)
@@ -85,6 +106,8 @@ with offline:
 with live:
     st.metric("Live agreement with people", percent(report.agreement if report else None),
               help="Share of people's answers that confirmed the model, in the chosen window")
+    if report is not None:
+        st.caption(report.agreement_note[0].upper() + report.agreement_note[1:])
     st.caption("People's answers (rows: their label)")
     chart(charts.confusion_chart(report.confusion) if report else None, "No answers from people yet.")
 st.caption("F1 per expression: the validation set beside people's answers")
@@ -94,5 +117,6 @@ if report is not None:
     since = (f"since {card.trained_at:%Y-%m-%d %H:%M} UTC, when {card.name} was trained"
              if card and card.trained_at else "so far")
     st.subheader("Relabels gathered")
-    st.caption(f"Images people confirmed or corrected {since}: the next training run learns from them.")
+    st.caption(f"Images people confirmed or corrected {since}, from every source: the next training run "
+               "learns from them.")
     chart(charts.relabels_chart(report.relabels), "None yet.")

@@ -124,10 +124,20 @@ def s3(s3_endpoint: S3Endpoint, monkeypatch: pytest.MonkeyPatch) -> Iterator[S3S
     s3_endpoint.check_credentials(False)
 
 
+@pytest.fixture(scope="session")
+def mongo_wire(tmp_path_factory):
+    """One MongoDB-wire server (secantusd-py, in memory) for the whole session; tests/mongo_wire.py."""
+    from tests.mongo_wire import wire_server
+
+    with wire_server(tmp_path_factory.mktemp("mongo-wire"), ":memory:") as server:
+        yield server
+
+
 @pytest.fixture(params=BACKENDS)
 def history(request, tmp_path):
-    h = make_history(request.param, tmp_path / "data")
+    uri = request.getfixturevalue("mongo_wire").uri if request.param == "mongo-wire" else None
+    h = make_history(request.param, tmp_path / "data", uri)
     yield h
-    if request.param == "mongodb" and h._client is not None:
+    if request.param in ("mongodb", "mongo-wire") and h._client is not None:
         h._client.drop_database(h.db_name)
     h.close()

@@ -1,8 +1,10 @@
 """History backends and a small hand-checked fixture, shared by the history, health and page tests
 (the `history` fixture in tests/conftest.py runs a test on each backend).
 
-Every backend test runs on the embedded store, on MongoDB through mongomock, and on a real
-MongoDB when FACEXPR_TEST_MONGODB_URI is set (each test gets its own database, dropped after).
+Every backend test runs on the embedded store, on MongoDB through mongomock, on a real
+MongoDB-wire server (secantusd-py on loopback, started once per session: tests/mongo_wire.py),
+and on a real `mongod` when FACEXPR_TEST_MONGODB_URI is set. On a server each test gets its own
+database, dropped after.
 """
 
 from __future__ import annotations
@@ -19,21 +21,22 @@ from facexpr.history import EMBEDDED_FILE, MongoHistory, SqliteHistory
 from facexpr.labels import EXPRESSIONS
 
 REAL_MONGO = os.environ.get("FACEXPR_TEST_MONGODB_URI")
-BACKENDS = ["embedded", "mongomock",
+BACKENDS = ["embedded", "mongomock", "mongo-wire",
             pytest.param("mongodb", marks=pytest.mark.skipif(not REAL_MONGO,
                                                              reason="FACEXPR_TEST_MONGODB_URI is not set"))]
 
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 
 
-def make_history(kind: str, data_dir) -> Any:
+def make_history(kind: str, data_dir, uri: str | None = None) -> Any:
+    """A history of KIND; "mongo-wire" needs the server's URI."""
     if kind == "embedded":
         return SqliteHistory(data_dir / EMBEDDED_FILE)
     if kind == "mongomock":
         import mongomock
 
         return MongoHistory(client=mongomock.MongoClient(tz_aware=True), data_dir=data_dir)
-    return MongoHistory(REAL_MONGO, f"facexpr_test_{uuid.uuid4().hex[:12]}", data_dir)
+    return MongoHistory(uri or REAL_MONGO, f"facexpr_test_{uuid.uuid4().hex[:12]}", data_dir)
 
 
 def doc(ts: datetime, model: str, expression: str, confidence: float, latency: tuple[float, ...],
@@ -53,6 +56,13 @@ def doc(ts: datetime, model: str, expression: str, confidence: float, latency: t
         out["feedback"] = {"label": feedback[0], "confirmed": feedback[1], "ts": ts + timedelta(minutes=1),
                            "object_key": f"relabeled/{feedback[0]}/{expression}.png"}
     return out
+
+
+def no_face_doc(ts: datetime, model: str = "m1", source: str = "upload") -> dict[str, Any]:
+    """The document of an image in which no face was found."""
+    sha = f"{hash((ts, model, source)) & (2**64 - 1):064x}"
+    return {"ts": ts, "model_version": model, "image_sha256": sha, "source": source, "no_face": True,
+            "latency_ms": {"decode": 1.0, "detect": 12.0, "classify": 0.0, "total": 13.0}}
 
 
 def day(d: int, hour: float) -> datetime:

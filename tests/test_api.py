@@ -135,6 +135,19 @@ def test_several_files_in_one_request_come_back_in_order(server, astronaut, blan
     assert len({a["id"] for a in answers}) == 3
 
 
+def test_a_photo_without_a_face_in_a_batch_is_a_no_face_record_and_feedback_finds_the_right_face(
+        server, astronaut, blank_photo_bytes, two_faces_bytes):
+    before = len(history_rows(server.data_dir)) if (server.data_dir / "history.sqlite3").exists() else 0
+    answers = post_images(server.url, ("blank.png", blank_photo_bytes), ("two.png", two_faces_bytes)
+                          ).json()["predictions"]
+    rows = history_rows(server.data_dir)[before:]
+    assert [(r["face_index"], r["image_sha256"]) for r in rows] == [
+        (-1, answers[0]["image_sha256"]), (0, answers[1]["image_sha256"]), (1, answers[1]["image_sha256"])]
+    assert feedback(server, answers[1]["id"], 1, "fear").status_code == 200
+    answered = [r for r in history_rows(server.data_dir)[before:] if r["feedback_label"]]
+    assert [(r["image_sha256"], r["face_index"]) for r in answered] == [(answers[1]["image_sha256"], 1)]
+
+
 def test_the_same_image_gets_the_same_answer_alone_or_in_a_batch(server, astronaut, two_faces_bytes):
     alone = post_images(server.url, ("a.jpg", astronaut)).json()["predictions"][0]["faces"][0]
     batch = post_images(server.url, ("two.png", two_faces_bytes), ("a.jpg", astronaut)).json()

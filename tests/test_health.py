@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from facexpr.config import Settings
 from facexpr.health import (
+    MIN_ANSWERS,
     WINDOWS,
     card_metrics,
     f1_comparison,
@@ -21,10 +22,11 @@ from facexpr.health import (
     percentile_from_bins,
     served_card,
     window_bounds,
+    with_rates,
 )
 from facexpr.history import EMBEDDED_FILE, SqliteHistory
 from facexpr.model import ModelCard
-from tests.histories import FIXTURE, WINDOW_START, day, doc
+from tests.histories import FIXTURE, WINDOW_START, day, doc, no_face_doc
 
 
 @pytest.fixture
@@ -108,6 +110,49 @@ def test_live_per_class_scores_against_people(report):
     assert pd.isna(live.loc["disgust", "f1"])  # nobody said disgust, the model never did
 
 
+def test_no_face_rate_and_the_source_filter(history):
+    history.insert_documents([
+        *FIXTURE,  # six faces uploaded in the window, five answered
+        doc(day(9, 14), "m2", "happy", 0.80, (1, 10, 4, 15), source="camera"),
+        doc(day(9, 15), "m2", "sad", 0.60, (1, 10, 4, 15), source="camera", face_index=1),  # same photo
+        no_face_doc(day(8, 11), source="upload"), no_face_doc(day(9, 13), source="camera"),
+        no_face_doc(day(10, 1), source="batch"), no_face_doc(day(1, 1), source="batch"),  # March 1: out
+    ])
+    every = health_report(history, WINDOW_START)
+    assert (every.total, every.images, every.no_face) == (8, 10, 3)  # 6 + 1 photo with two faces + 3 none
+    assert every.no_face_rate == pytest.approx(0.3)
+    camera = health_report(history, WINDOW_START, source="camera")
+    assert (camera.total, camera.images, camera.no_face, camera.answered) == (2, 2, 1, 0)
+    assert camera.mean_confidence == pytest.approx(0.7)
+    assert camera.latency.set_index("stage").loc["total", "n"] == 2
+    assert camera.agreement is None and camera.agreement_note == (
+        "n = 0 answers: nobody has confirmed or corrected an answer yet.")
+    upload = health_report(history, WINDOW_START, source="upload")
+    assert (upload.total, upload.images, upload.no_face, upload.answered) == (6, 7, 1, 5)
+    batch = health_report(history, WINDOW_START, source="batch")
+    assert (batch.total, batch.images, batch.no_face_rate) == (0, 1, 1.0)
+    assert not batch.empty  # a failed detection is something to show
+    assert health_report(history, WINDOW_START, source="cli").empty
+
+
+def test_agreement_comes_with_a_note_when_answers_are_too_few(history, report):
+    assert report.answered == 5
+    assert report.agreement_note == ("n = 5 answers: too few for the agreement to mean much "
+                                     f"(it needs {MIN_ANSWERS} or more; each answer moves it by 20%).")
+    history.insert_documents(doc(day(10, 12 + i / 10), "m2", "happy", 0.9, (1, 1, 1, 3), ("happy", True))
+                             for i in range(MIN_ANSWERS - 5))
+    enough = health_report(history, WINDOW_START)
+    assert enough.answered == MIN_ANSWERS and enough.agreement_note == f"n = {MIN_ANSWERS} answers."
+
+
+def test_confusion_rates_are_shares_of_each_true_label():
+    frame = pd.DataFrame({"label": ["happy", "happy", "sad", "sad"],
+                          "predicted": ["happy", "sad", "happy", "sad"], "count": [3, 1, 0, 0]})
+    rates = with_rates(frame)
+    assert list(rates["rate"][:2]) == [0.75, 0.25]
+    assert rates["rate"][2:].isna().all()  # nobody said sad: no share to show
+
+
 def test_all_time_and_empty_windows(history):
     history.insert_documents(FIXTURE)
     everything = health_report(history, None, None)
@@ -154,14 +199,21 @@ def test_embedded_rollups_agree_with_counting_rows(tmp_path_factory, offsets, wi
     """Whole days come from the rollups, partial days from raw rows: any window must add up."""
     origin = datetime(2026, 3, 1, tzinfo=UTC)
     store = SqliteHistory(tmp_path_factory.mktemp("h") / EMBEDDED_FILE)
-    docs = [doc(origin + timedelta(seconds=o), f"m{i % 2}", "happy" if i % 3 else "sad", confidences[i],
-                (1.0 + i, 2.0, 3.0, 6.0 + i)) for i, o in enumerate(offsets)]
+    sources = ("upload", "camera")
+    docs = [no_face_doc(origin + timedelta(seconds=o), source=sources[i % 2]) if i % 5 == 4 else
+            doc(origin + timedelta(seconds=o), f"m{i % 2}", "happy" if i % 3 else "sad", confidences[i],
+                (1.0 + i, 2.0, 3.0, 6.0 + i), source=sources[i % 2]) for i, o in enumerate(offsets)]
     store.insert_documents(docs)
     lo, hi = sorted(window)
     start, end = origin + timedelta(seconds=lo), origin + timedelta(seconds=hi)
-    inside = [d for d in docs if start <= d["ts"] < end]
+    images = [d for d in docs if start <= d["ts"] < end]
+    inside = [d for d in images if not d.get("no_face")]
     report = health_report(store, start, end)
     assert report.total == len(inside)
+    assert (report.images, report.no_face) == (len(images), len(images) - len(inside))
+    camera = health_report(store, start, end, source="camera")
+    assert camera.total == sum(d["source"] == "camera" for d in inside)
+    assert camera.no_face == sum(d["source"] == "camera" for d in images if d.get("no_face"))
     if inside:
         assert report.mean_confidence == pytest.approx(sum(d["confidence"] for d in inside) / len(inside))
         assert report.low_confidence_share == pytest.approx(
@@ -175,6 +227,29 @@ def test_embedded_rollups_agree_with_counting_rows(tmp_path_factory, offsets, wi
         counted = report.confidence_daily.set_index("day")["predictions"]
         assert {k.date(): v for k, v in counted.items()} == per_day
     store.close()
+
+
+def test_a_file_with_rollups_from_before_sources_is_rebuilt_on_open(tmp_path):
+    """Older files kept rollups without a source column: they are derived data, rebuilt on open."""
+    import sqlite3
+
+    path = tmp_path / EMBEDDED_FILE
+    store = SqliteHistory(path)
+    store.insert_documents(FIXTURE)
+    store.close()
+    with sqlite3.connect(path) as db:  # make it look like a file of the previous version
+        db.executescript("DROP TABLE rollup_confidence; DROP TABLE rollup_latency; "
+                         "DROP TABLE rollup_detection; CREATE TABLE daily_confidence (day INTEGER); "
+                         "CREATE TABLE daily_latency (day INTEGER);")
+    store = SqliteHistory(path)
+    try:
+        report = health_report(store, WINDOW_START)
+        assert (report.total, report.images, report.answered) == (6, 6, 5)
+        assert report.latency.set_index("stage").loc["total", "n"] == 6
+        tables = {r[0] for r in store._query("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        assert "daily_confidence" not in tables and "rollup_confidence" in tables
+    finally:
+        store.close()
 
 
 # ---------------------------------------------------------------- the served model's card

@@ -53,9 +53,17 @@ def test_one_document_per_face_with_the_agreed_fields(history):
     assert history.count() == 2
 
 
-def test_no_face_records_nothing(history):
-    assert history.record(fake_prediction(faces=0), "cli") == []
-    assert history.count() == 0
+def test_an_image_with_no_face_is_one_no_face_document_not_a_face(history):
+    ids = history.record(fake_prediction(faces=0), "cli")
+    assert len(ids) == 1
+    doc = history.get(ids[0])
+    assert doc["no_face"] is True and doc["source"] == "cli" and doc["model_version"] == "m-test"
+    assert doc["image_sha256"] == "ab" * 32 and doc["latency_ms"]["detect"] == 20.25
+    assert not {"face_index", "box", "expression", "confidence", "probabilities", "feedback"} & set(doc)
+    assert history.count() == 0  # faces only
+    assert history.confidence_cube(None, None) == [] and history.latency_bins(None, None) == []
+    with pytest.raises(HistoryError, match="No prediction record"):  # nobody answers a face not found
+        history.attach_feedback(ids[0], "sad", False, None)
 
 
 def test_feedback_is_attached_and_a_later_answer_replaces_it(history):
@@ -68,6 +76,15 @@ def test_feedback_is_attached_and_a_later_answer_replaces_it(history):
     history.attach_feedback(record_id, "happy", True, None)  # the person changed their mind
     fb = history.get(record_id)["feedback"]
     assert (fb["label"], fb["confirmed"], fb["object_key"]) == ("happy", True, None)
+
+
+def test_two_people_answering_one_face_the_latest_answer_wins_in_any_order(history):
+    record_id = history.record(fake_prediction(faces=1), "upload")[0]
+    first, second = datetime(2026, 3, 1, 9, tzinfo=UTC), datetime(2026, 3, 1, 9, 5, tzinfo=UTC)
+    history.attach_feedback(record_id, "angry", False, None, ts=second)
+    history.attach_feedback(record_id, "sad", False, None, ts=first)  # the older answer arrives late
+    fb = history.get(record_id)["feedback"]
+    assert fb["label"] == "angry" and fb["ts"] == second
 
 
 def test_bad_input_is_refused_with_a_clear_message(history):
@@ -125,8 +142,9 @@ def test_record_safely_returns_the_ids_and_answers_attach_to_them(history):
     assert [(d["face_index"], d["feedback"]["label"]) for d in answered] == [(1, "fear")]
 
 
-def test_no_face_is_not_recorded_safely(history):
-    assert record_safely(lambda: history, fake_prediction(faces=0), "upload") == (None, None)
+def test_no_face_is_recorded_safely_as_a_no_face_document(history):
+    ids, warning = record_safely(lambda: history, fake_prediction(faces=0), "upload")
+    assert warning is None and len(ids) == 1 and history.get(ids[0])["no_face"] is True
     assert history.count() == 0
 
 
@@ -239,6 +257,63 @@ def test_record_safely_turns_an_outage_into_a_warning(tmp_path):
     warning = feedback_safely(lambda: down, ids[0], "angry", False, "relabeled/angry/z.png")
     assert warning and "kept locally" in warning
     assert down.pending() == 2
+
+
+class _RunStopped(BaseException):
+    """What Streamlit raises in a page run it stopped, at its next session-state access."""
+
+
+class _SessionState(dict):
+    """Like st.session_state under fast reruns: a stopped run's thread cannot touch it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stopped: set[int] = set()
+
+    def _check(self) -> None:
+        if threading.get_ident() in self.stopped:
+            raise _RunStopped
+
+    def get(self, key, default=None):
+        self._check()
+        return super().get(key, default)
+
+    def __setitem__(self, key, value) -> None:
+        self._check()
+        super().__setitem__(key, value)
+
+
+def test_a_rerun_during_a_slow_write_does_not_record_the_prediction_twice(tmp_path, monkeypatch):
+    """Streamlit's fast reruns start the next page run (here: the person's click) while the last one
+    still waits on an unreachable database, and stop the old one at its next session-state access;
+    the prediction is still recorded once, and the answer attached to that record."""
+    from facexpr import ui
+    from facexpr.relabel import SaveResult
+
+    entered = threading.Event()
+    state = _SessionState()
+
+    class Slow(MongoHistory):
+        def record(self, *args, **kwargs):
+            if not entered.is_set():
+                state.stopped.add(threading.get_ident())  # the click arrives: this run is stopped
+                entered.set()
+            return super().record(*args, **kwargs)
+
+    down = Slow(f"mongodb://127.0.0.1:{closed_port()}/?directConnection=true", "fx", tmp_path, timeout_ms=500)
+    monkeypatch.setattr(ui.st, "session_state", state)
+    monkeypatch.setattr(ui, "get_history", lambda: down)
+    prediction = fake_prediction(faces=1)
+    first = threading.Thread(target=lambda: ui.record_once(prediction, "upload"))
+    first.start()
+    entered.wait(10)
+    saved = SaveResult(label="fear", predicted=prediction.faces[0].expression, key="fear/x.png",
+                       location=str(tmp_path / "x.png"), sha256="0" * 64, saved_at="2026-03-01T09:00:00Z")
+    ui.note_answer(prediction, 0, saved, "upload")  # the click's run
+    first.join()
+    ops = [(op, payload) for _, op, payload in down.buffer.items()]
+    assert [op for op, _ in ops] == ["insert", "feedback"]
+    assert ops[1][1]["_id"] == ops[0][1]["docs"][0]["_id"]
 
 
 def test_a_broken_uri_is_a_message_naming_the_setting(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 from datetime import UTC, datetime, timedelta
 
@@ -114,3 +115,72 @@ def test_classified_and_corrected_photos_show_on_model_health(use_tiny_model, as
     assert metric(at, "Agreement with people") == "0%"  # the one answer corrected the model
     table = at.dataframe[0].value
     assert list(table["model_version"]) == ["tiny-test"] and list(table["answered"]) == [1]
+
+
+@pytest.fixture
+def mixed_sources(recent_history, isolated_settings):
+    """RECENT_HISTORY's four uploads, plus a camera face and two photos with no face found."""
+    from tests.histories import no_face_doc
+
+    now = datetime.now(UTC)
+    history = SqliteHistory(isolated_settings / EMBEDDED_FILE)
+    history.insert_documents([
+        doc(now - timedelta(hours=3), "fer-v2", "happy", 0.7, (1, 20, 5, 26), source="camera"),
+        no_face_doc(now - timedelta(hours=4), "fer-v2", "camera"),
+        no_face_doc(now - timedelta(hours=5), "fer-v2", "upload"),
+    ])
+    history.close()
+
+
+def test_no_face_rate_and_the_source_filter(mixed_sources):
+    at = run_page()
+    assert metric(at, "Faces classified") == "5"
+    assert metric(at, "Images classified") == "7"
+    assert metric(at, "No face found") == "29%"  # 2 of 7 images
+    assert at.selectbox(key="health_source").value is None  # every source by default
+    at.selectbox(key="health_source").set_value("camera").run()
+    assert metric(at, "Faces classified") == "1"
+    assert metric(at, "No face found") == "50%"
+    assert metric(at, "Agreement with people") == "—"
+    at.selectbox(key="health_source").set_value("batch").run()
+    assert any("No predictions recorded" in i.value and "source batch" in i.value for i in at.info)
+
+
+def test_agreement_shows_its_n_and_says_when_it_is_too_few(recent_history):
+    at = run_page()
+    assert metric(at, "Answers from people") == "2"
+    notes = [c.value for c in at.caption if c.value.startswith("Agreement with people: n = 2 answers: ")]
+    assert notes and "too few for the agreement to mean much (it needs 20 or more" in notes[0]
+
+
+def test_model_versions_table_shows_percentages(recent_history):
+    at = run_page()
+    config = json.loads(at.dataframe[0].proto.columns)
+    for column in ("mean_confidence", "low_confidence_share", "agreement"):
+        assert config[column]["type_config"]["format"] == "percent", config[column]
+
+
+def test_count_axes_have_whole_number_ticks(recent_history):
+    at = run_page()
+    counted = 0
+    for chart in at.get("vega_lite_chart"):
+        spec = json.loads(chart.proto.spec)
+        for layer in [spec, *spec.get("layer", [])]:
+            y = layer.get("encoding", {}).get("y", {})
+            if y.get("title") in ("predictions", "answers", "images"):
+                assert y["axis"]["tickMinStep"] == 1 and y["axis"]["format"] == "d", y
+                counted += 1
+    assert counted >= 4  # per day, confidence histogram, agreement, relabels
+
+
+def test_a_photo_with_no_face_is_counted_as_a_detector_failure(use_tiny_model, astronaut_bytes,
+                                                               blank_photo_bytes):
+    classify = AppTest.from_file(str(ROOT / "pages" / "classify.py"), default_timeout=60)
+    classify.run()
+    classify.file_uploader(key="upload").set_value(("face.jpg", astronaut_bytes, "image/jpeg")).run()
+    classify.file_uploader(key="upload").set_value(("none.png", blank_photo_bytes, "image/png")).run()
+    assert any("No face was found" in w.value for w in classify.warning)
+    classify.run()  # a rerun records nothing more
+    at = run_page()
+    assert metric(at, "Faces classified") == "1"
+    assert metric(at, "No face found") == "50%"

@@ -6,7 +6,10 @@ Both backends keep the documents of `documents` and answer the same few aggregat
 - `confidence_cube`: counts and confidence sums per (UTC day, model, expression, confidence bin);
 - `latency_bins`: counts per (stage, log-latency bin), from which percentiles are read;
 - `feedback_counts`: answers per (day, model, predicted, human label, confirmed);
+- `detection_counts`: images per (day, source) and how many of them had no face found;
 - `relabel_counts`: answers given since a time (e.g. since the served model was trained).
+
+All but `relabel_counts` take an optional `source` (upload, camera, …) to count that one only.
 
 `open_history` picks the backend; the `*_safely` calls are what the pages and the CLI use once
 an answer is on screen: they turn every failure into a warning to show.
@@ -31,6 +34,7 @@ from facexpr.history.documents import (
     SOURCES,
     STAGES,
     CubeRow,
+    DetectionRow,
     FeedbackRow,
     LatencyRow,
     RelabelRow,
@@ -49,7 +53,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BUFFER_FILE", "CONFIDENCE_BINS", "DAY_S", "EMBEDDED_FILE", "LATENCY_BINS_PER_OCTAVE", "LATENCY_FLOOR_MS",
     "MONGO_COLLECTION", "RETRY_AFTER_S", "LOW_CONFIDENCE", "OUTBOX_FILE", "SOURCES", "STAGES",
-    "CubeRow", "FeedbackRow", "History", "HistoryBuffered", "HistoryError", "HistoryOpener",
+    "CubeRow", "DetectionRow", "FeedbackRow", "History", "HistoryBuffered", "HistoryError", "HistoryOpener",
     "HistoryUnavailable", "LatencyRow", "MongoHistory", "Outbox", "RelabelRow", "SqliteHistory",
     "WriteBuffer", "confidence_bin", "documents_for", "feedback_safely", "latency_bin", "latency_bin_value",
     "open_history", "record_batch_safely", "record_safely", "utc",
@@ -78,12 +82,14 @@ class History(Protocol):
 
     def attach_feedback(self, record_id: str, label: str, confirmed: bool, object_key: str | None,
                         ts: datetime | None = None) -> None:
-        """Set the record's `feedback` {label, confirmed, ts, object_key} (a later answer replaces it)."""
+        """Set the record's `feedback` {label, confirmed, ts, object_key}: the answer with the latest
+        `ts` wins, whatever order answers arrive in (an older one arriving late changes nothing)."""
 
     def get(self, record_id: str) -> dict[str, Any] | None:
         """The document with its `id`, or None."""
 
-    def count(self, start: datetime | None = None, end: datetime | None = None) -> int: ...
+    def count(self, start: datetime | None = None, end: datetime | None = None) -> int:
+        """Faces recorded in [START, END) (no-face documents are not counted)."""
 
     def pending(self) -> int:
         """Writes kept locally, waiting for the database (always 0 for the embedded store)."""
@@ -91,11 +97,17 @@ class History(Protocol):
     def flush(self) -> int:
         """Deliver what waits locally; returns how many writes went through."""
 
-    def confidence_cube(self, start: datetime | None, end: datetime | None) -> list[CubeRow]: ...
+    def confidence_cube(self, start: datetime | None, end: datetime | None,
+                        source: str | None = None) -> list[CubeRow]: ...
 
-    def latency_bins(self, start: datetime | None, end: datetime | None) -> list[LatencyRow]: ...
+    def latency_bins(self, start: datetime | None, end: datetime | None,
+                     source: str | None = None) -> list[LatencyRow]: ...
 
-    def feedback_counts(self, start: datetime | None, end: datetime | None) -> list[FeedbackRow]: ...
+    def feedback_counts(self, start: datetime | None, end: datetime | None,
+                        source: str | None = None) -> list[FeedbackRow]: ...
+
+    def detection_counts(self, start: datetime | None, end: datetime | None,
+                         source: str | None = None) -> list[DetectionRow]: ...
 
     def relabel_counts(self, since: datetime | None) -> list[RelabelRow]: ...
 
@@ -136,9 +148,10 @@ def _attempt(work: Callable[[], T], failure: str) -> tuple[T | list[str] | None,
 
 def record_safely(history: HistoryOpener | None, prediction: Prediction, source: str
                   ) -> tuple[list[str] | None, str | None]:
-    """Record PREDICTION (one document per face). Returns (record ids, warning): ids are None when
-    nothing was recorded, the warning None when all went well. Never raises."""
-    if history is None or prediction.no_face:
+    """Record PREDICTION (one document per face, or its no-face document). Returns (record ids,
+    warning): ids are None when nothing was recorded, the warning None when all went well. Never
+    raises."""
+    if history is None:
         return None, None
     return _attempt(lambda: history().record(prediction, source),
                     "This prediction could not be added to the history")

@@ -2,7 +2,10 @@
 
 One document per face (`docs/design.md` lists the fields): `ts` UTC, `model_version`,
 `image_sha256`, `face_index`, `box`, `expression`, `confidence`, `probabilities`, `latency_ms`,
-`source`, and `feedback` {label, confirmed, ts, object_key} once a person answers. Both backends
+`source`, and `feedback` {label, confirmed, ts, object_key} once a person answers. An image in
+which no face was found gets one *no-face document*: `no_face: true` with `ts`, `model_version`,
+`image_sha256`, `latency_ms` and `source` only (no face fields, never feedback); face queries and
+`count` leave it out, `detection_counts` counts it (the detector's failure rate). Both backends
 validate through `check_document` and bin with the formulas here (also written in SQL and in the
 Mongo pipeline), so they answer the same.
 """
@@ -32,12 +35,17 @@ CubeRow = tuple[date, str, str, int, int, float]  # day, model, expression, bin,
 LatencyRow = tuple[str, int, int]  # stage, bin, count
 FeedbackRow = tuple[date, str, str, str, bool, int]  # day, model, predicted, label, confirmed, count
 RelabelRow = tuple[str, bool, int]  # label, confirmed, count
+DetectionRow = tuple[date, str, int, int]  # day, source, images, images with no face found
 
 
 def documents_for(prediction: Prediction, source: str, ts: datetime | None = None) -> list[dict[str, Any]]:
-    """The history documents of PREDICTION: one per face (none when no face was found)."""
+    """The history documents of PREDICTION: one per face, or one no-face document when none was found."""
     when = utc(ts) or datetime.now(UTC)
     latency = {stage: float(prediction.latency_ms.get(stage, 0.0)) for stage in STAGES}
+    if not prediction.faces:
+        return [{"ts": when, "model_version": prediction.model_version,
+                 "image_sha256": prediction.image_sha256, "latency_ms": latency, "source": source,
+                 "no_face": True}]
     return [{
         "ts": when,
         "model_version": prediction.model_version,
@@ -58,6 +66,13 @@ def check_document(doc: dict[str, Any]) -> dict[str, Any]:
         source = doc["source"]
         if source not in SOURCES:
             raise HistoryError(f"Unknown source {source!r}: use one of {', '.join(SOURCES)}.")
+        if doc.get("no_face"):
+            if doc.get("feedback"):
+                raise HistoryError("A no-face document cannot carry a person's answer.")
+            return {"ts": utc(doc["ts"]), "model_version": str(doc["model_version"]),
+                    "image_sha256": str(doc["image_sha256"]),
+                    "latency_ms": {stage: float(doc["latency_ms"][stage]) for stage in STAGES},
+                    "source": source, "no_face": True}
         clean = {
             "ts": utc(doc["ts"]),
             "model_version": str(doc["model_version"]),

@@ -25,6 +25,7 @@ from facexpr.history.documents import (
     LATENCY_FLOOR_MS,
     STAGES,
     CubeRow,
+    DetectionRow,
     FeedbackRow,
     LatencyRow,
     RelabelRow,
@@ -186,11 +187,15 @@ class MongoHistory:
         if op == "feedback":
             fb = payload["feedback"]
             # Only replace an older answer, so a late-delivered stale write cannot win.
+            face = {"_id": payload["_id"], "no_face": {"$exists": False}}
             result = coll.update_one(
-                {"_id": payload["_id"],
-                 "$or": [{"feedback": {"$exists": False}}, {"feedback.ts": {"$lte": fb["ts"]}}]},
+                {**face, "$or": [{"feedback": {"$exists": False}}, {"feedback.ts": {"$lte": fb["ts"]}}]},
                 {"$set": {"feedback": fb}})
-            return result.matched_count
+            if result.matched_count:
+                return 1
+            # A newer answer (another session or process) is already there: it stays, and this
+            # one counts as delivered; only a missing record is an error.
+            return int(coll.count_documents(face, limit=1))
         raise HistoryError(f"Unknown buffered operation {op!r}.")
 
     def _flush_locked(self) -> dict[int, int]:
@@ -295,12 +300,19 @@ class MongoHistory:
             cond["$lt"] = utc(end)
         return {field: cond} if cond else {}
 
-    def count(self, start: datetime | None = None, end: datetime | None = None) -> int:
-        return int(self._read(lambda c: c.count_documents(self._window(start, end))))
+    @classmethod
+    def _faces(cls, start: datetime | None, end: datetime | None, source: str | None) -> dict[str, Any]:
+        """Face documents (not no-face ones) in the window, of SOURCE when given."""
+        return {**cls._window(start, end), "no_face": {"$exists": False},
+                **({"source": source} if source else {})}
 
-    def confidence_cube(self, start: datetime | None, end: datetime | None) -> list[CubeRow]:
+    def count(self, start: datetime | None = None, end: datetime | None = None) -> int:
+        return int(self._read(lambda c: c.count_documents(self._faces(start, end, None))))
+
+    def confidence_cube(self, start: datetime | None, end: datetime | None,
+                        source: str | None = None) -> list[CubeRow]:
         pipeline = [
-            {"$match": self._window(start, end)},
+            {"$match": self._faces(start, end, source)},
             {"$group": {
                 "_id": {"d": {"$dateToString": {"format": "%Y-%m-%d", "date": "$ts"}},
                         "m": "$model_version", "e": "$expression",
@@ -312,14 +324,15 @@ class MongoHistory:
         return [(date.fromisoformat(r["_id"]["d"]), r["_id"]["m"], r["_id"]["e"], int(r["_id"]["b"]),
                  int(r["n"]), float(r["s"])) for r in rows]
 
-    def latency_bins(self, start: datetime | None, end: datetime | None) -> list[LatencyRow]:
+    def latency_bins(self, start: datetime | None, end: datetime | None,
+                     source: str | None = None) -> list[LatencyRow]:
         def bin_of(field: str) -> dict[str, Any]:
             value = {"$cond": [{"$gt": [field, LATENCY_FLOOR_MS]}, field, LATENCY_FLOOR_MS]}
             return {"$floor": {"$add": [{"$multiply": [{"$log": [value, 2]}, LATENCY_BINS_PER_OCTAVE]}, 0.5]}}
 
         # One pass over the window: each $facet arm groups one stage.
         pipeline = [
-            {"$match": self._window(start, end)},
+            {"$match": self._faces(start, end, source)},
             {"$project": {"_id": 0, "latency_ms": 1}},
             {"$facet": {stage: [{"$group": {"_id": bin_of(f"$latency_ms.{stage}"), "n": {"$sum": 1}}}]
                         for stage in STAGES}},
@@ -328,8 +341,22 @@ class MongoHistory:
         facets = result[0] if result else {}
         return [(stage, int(r["_id"]), int(r["n"])) for stage in STAGES for r in facets.get(stage, [])]
 
-    def feedback_counts(self, start: datetime | None, end: datetime | None) -> list[FeedbackRow]:
-        match = {**self._window(start, end), "feedback.label": {"$exists": True}}
+    def detection_counts(self, start: datetime | None, end: datetime | None,
+                         source: str | None = None) -> list[DetectionRow]:
+        match = {**self._window(start, end), **({"source": source} if source else {}),
+                 "$or": [{"face_index": 0}, {"no_face": True}]}  # an image is its face 0 or its no-face doc
+        pipeline = [
+            {"$match": match},
+            {"$group": {"_id": {"d": {"$dateToString": {"format": "%Y-%m-%d", "date": "$ts"}},
+                                "s": "$source"},
+                        "n": {"$sum": 1}, "nf": {"$sum": {"$cond": [{"$eq": ["$no_face", True]}, 1, 0]}}}},
+        ]
+        rows = self._read(lambda c: list(c.aggregate(pipeline)))
+        return [(date.fromisoformat(r["_id"]["d"]), r["_id"]["s"], int(r["n"]), int(r["nf"])) for r in rows]
+
+    def feedback_counts(self, start: datetime | None, end: datetime | None,
+                        source: str | None = None) -> list[FeedbackRow]:
+        match = {**self._faces(start, end, source), "feedback.label": {"$exists": True}}
         pipeline = [
             {"$match": match},
             {"$group": {"_id": {"d": {"$dateToString": {"format": "%Y-%m-%d", "date": "$ts"}},

@@ -1,8 +1,10 @@
 """The embedded history: one SQLite file (WAL) under FACEXPR_DATA_DIR.
 
-Per-day rollups of the confidence and latency bins sit beside the raw rows (updated in the same
-transaction as each insert), so a 30-day window reads a few thousand rollup rows plus the raw
-rows of at most one partial day, whatever the traffic.
+Per-day rollups of the confidence and latency bins and of the images with and without a face sit
+beside the raw rows, keyed by source too (updated in the same transaction as each insert), so a
+30-day window reads a few thousand rollup rows plus the raw rows of at most one partial day,
+whatever the traffic. Rollups are derived data: a file whose rollups predate a change is rebuilt
+on open.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from facexpr.history.documents import (
     LATENCY_FLOOR_MS,
     STAGES,
     CubeRow,
+    DetectionRow,
     FeedbackRow,
     LatencyRow,
     RelabelRow,
@@ -38,6 +41,7 @@ if TYPE_CHECKING:
     from facexpr.predict import Prediction
 
 EMBEDDED_FILE = "history.sqlite3"
+NO_FACE_INDEX = -1  # how a no-face document is stored: a row with this face_index, empty face columns
 _EPOCH = date(1970, 1, 1)
 
 _SCHEMA = """
@@ -67,18 +71,27 @@ CREATE INDEX IF NOT EXISTS ix_predictions_model_version ON predictions(model_ver
 CREATE INDEX IF NOT EXISTS ix_predictions_answered ON predictions(ts) WHERE feedback_label IS NOT NULL;
 CREATE INDEX IF NOT EXISTS ix_predictions_feedback_ts ON predictions(feedback_ts)
     WHERE feedback_ts IS NOT NULL;
-CREATE TABLE IF NOT EXISTS daily_confidence (
-    day INTEGER NOT NULL, model_version TEXT NOT NULL, expression TEXT NOT NULL, bin INTEGER NOT NULL,
-    n INTEGER NOT NULL, confidence_sum REAL NOT NULL,
-    PRIMARY KEY (day, model_version, expression, bin)
+-- No-face documents are rows with face_index = -1 (NO_FACE_INDEX) and empty face columns.
+-- Per-day rollups, by source (derived data: rebuilt from the rows when missing).
+CREATE TABLE IF NOT EXISTS rollup_confidence (
+    day INTEGER NOT NULL, source TEXT NOT NULL, model_version TEXT NOT NULL, expression TEXT NOT NULL,
+    bin INTEGER NOT NULL, n INTEGER NOT NULL, confidence_sum REAL NOT NULL,
+    PRIMARY KEY (day, source, model_version, expression, bin)
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS daily_latency (
-    day INTEGER NOT NULL, stage TEXT NOT NULL, bin INTEGER NOT NULL, n INTEGER NOT NULL,
-    PRIMARY KEY (day, stage, bin)
+CREATE TABLE IF NOT EXISTS rollup_latency (
+    day INTEGER NOT NULL, source TEXT NOT NULL, stage TEXT NOT NULL, bin INTEGER NOT NULL, n INTEGER NOT NULL,
+    PRIMARY KEY (day, source, stage, bin)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS rollup_detection (
+    day INTEGER NOT NULL, source TEXT NOT NULL, images INTEGER NOT NULL, no_face INTEGER NOT NULL,
+    PRIMARY KEY (day, source)
+) WITHOUT ROWID;
+DROP TABLE IF EXISTS daily_confidence;  -- the rollups before they were kept by source
+DROP TABLE IF EXISTS daily_latency;
 """
 
 _DAY_SQL = f"CAST(ts / {DAY_S} AS INTEGER)"
+_SOURCE_SQL = "(:source IS NULL OR source = :source)"
 _CONF_BIN_SQL = f"MIN({CONFIDENCE_BINS - 1}, CAST(confidence * {CONFIDENCE_BINS} AS INTEGER))"
 
 
@@ -87,22 +100,31 @@ def _lat_bin_sql(column: str) -> str:
             "AS INTEGER)")
 
 
-# Rollups of the rows with id in [?, ?]: run in the inserting transaction, so they always agree.
+# Rollups of the rows with id in [:lo, :hi]: run in the inserting transaction, so they always agree.
 _ROLLUP_CONFIDENCE = f"""
-INSERT INTO daily_confidence (day, model_version, expression, bin, n, confidence_sum)
-SELECT {_DAY_SQL}, model_version, expression, {_CONF_BIN_SQL}, COUNT(*), SUM(confidence)
-FROM predictions WHERE id BETWEEN ? AND ? GROUP BY 1, 2, 3, 4
-ON CONFLICT (day, model_version, expression, bin)
+INSERT INTO rollup_confidence (day, source, model_version, expression, bin, n, confidence_sum)
+SELECT {_DAY_SQL}, source, model_version, expression, {_CONF_BIN_SQL}, COUNT(*), SUM(confidence)
+FROM predictions WHERE id BETWEEN :lo AND :hi AND face_index >= 0 GROUP BY 1, 2, 3, 4, 5
+ON CONFLICT (day, source, model_version, expression, bin)
 DO UPDATE SET n = n + excluded.n, confidence_sum = confidence_sum + excluded.confidence_sum
 """
 _ROLLUP_LATENCY = "\nUNION ALL\n".join(
-    f"SELECT {_DAY_SQL} AS day, '{stage}' AS stage, {_lat_bin_sql('latency_' + stage)} AS bin "
-    f"FROM predictions WHERE id BETWEEN :lo AND :hi" for stage in STAGES)
+    f"SELECT {_DAY_SQL} AS day, source, '{stage}' AS stage, {_lat_bin_sql('latency_' + stage)} AS bin "
+    f"FROM predictions WHERE id BETWEEN :lo AND :hi AND face_index >= 0" for stage in STAGES)
 _ROLLUP_LATENCY = f"""
-INSERT INTO daily_latency (day, stage, bin, n)
-SELECT day, stage, bin, COUNT(*) FROM ({_ROLLUP_LATENCY}) WHERE true GROUP BY 1, 2, 3
-ON CONFLICT (day, stage, bin) DO UPDATE SET n = n + excluded.n
+INSERT INTO rollup_latency (day, source, stage, bin, n)
+SELECT day, source, stage, bin, COUNT(*) FROM ({_ROLLUP_LATENCY}) WHERE true GROUP BY 1, 2, 3, 4
+ON CONFLICT (day, source, stage, bin) DO UPDATE SET n = n + excluded.n
 """
+# An image is its face 0 or its no-face row.
+_ROLLUP_DETECTION = f"""
+INSERT INTO rollup_detection (day, source, images, no_face)
+SELECT {_DAY_SQL}, source, COUNT(*), SUM(face_index = {NO_FACE_INDEX})
+FROM predictions WHERE id BETWEEN :lo AND :hi AND face_index <= 0 GROUP BY 1, 2
+ON CONFLICT (day, source)
+DO UPDATE SET images = images + excluded.images, no_face = no_face + excluded.no_face
+"""
+_ROLLUPS = (_ROLLUP_CONFIDENCE, _ROLLUP_LATENCY, _ROLLUP_DETECTION)
 
 _INSERT = """
 INSERT INTO predictions (ts, model_version, image_sha256, face_index, box, expression, confidence,
@@ -150,7 +172,11 @@ class SqliteHistory:
             _ensure_math_functions(self._db)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across app crashes
+            had_rollups = self._db.execute(
+                "SELECT 1 FROM sqlite_master WHERE name = 'rollup_detection'").fetchone()
             self._db.executescript(_SCHEMA)
+            if not had_rollups:
+                self.rebuild_rollups()  # a file from before the current rollups (or a new, empty one)
         except (OSError, sqlite3.Error) as exc:
             raise HistoryError(f"The embedded history {self.path} cannot be opened: {exc}") from exc
 
@@ -180,6 +206,10 @@ class SqliteHistory:
     @staticmethod
     def _row(doc: dict[str, Any]) -> tuple:
         lat = doc["latency_ms"]
+        if doc.get("no_face"):
+            return (doc["ts"].timestamp(), doc["model_version"], doc["image_sha256"], NO_FACE_INDEX, "[]", "",
+                    0.0, "{}", lat["decode"], lat["detect"], lat["classify"], lat["total"], doc["source"],
+                    None, None, None, None)
         fb = doc.get("feedback") or {}
         return (doc["ts"].timestamp(), doc["model_version"], doc["image_sha256"], doc["face_index"],
                 json.dumps(doc["box"]), doc["expression"], doc["confidence"],
@@ -202,8 +232,8 @@ class SqliteHistory:
                 first = db.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM predictions").fetchone()[0]
                 db.executemany(_INSERT, rows)
                 last = first + len(rows) - 1
-                db.execute(_ROLLUP_CONFIDENCE, (first, last))
-                db.execute(_ROLLUP_LATENCY, {"lo": first, "hi": last})
+                for rollup in _ROLLUPS:
+                    db.execute(rollup, {"lo": first, "hi": last})
             ids.extend(str(i) for i in range(first, last + 1))
 
         for doc in docs:
@@ -221,10 +251,12 @@ class SqliteHistory:
         with self._transaction() as db:
             cur = db.execute(
                 "UPDATE predictions SET feedback_label = ?, feedback_confirmed = ?, feedback_ts = ?, "
-                "feedback_object_key = ? WHERE id = ?",
+                "feedback_object_key = ? WHERE id = ? AND face_index >= 0 "
+                "AND (feedback_ts IS NULL OR feedback_ts <= ?)",
                 (fb["label"], int(fb["confirmed"]), fb["ts"].timestamp(), fb["object_key"],
-                 _int_id(record_id)))
-            if cur.rowcount == 0:
+                 _int_id(record_id), fb["ts"].timestamp()))
+            exists = "SELECT 1 FROM predictions WHERE id = ? AND face_index >= 0"
+            if cur.rowcount == 0 and not db.execute(exists, (_int_id(record_id),)).fetchone():
                 raise HistoryError(f"No prediction record {record_id!r} in the history.")
 
     def pending(self) -> int:
@@ -240,10 +272,10 @@ class SqliteHistory:
     def rebuild_rollups(self) -> None:
         """Recompute the per-day rollups from the raw rows (after editing the file by hand)."""
         with self._transaction() as db:
-            db.execute("DELETE FROM daily_confidence")
-            db.execute("DELETE FROM daily_latency")
-            db.execute(_ROLLUP_CONFIDENCE, (0, 2**62))
-            db.execute(_ROLLUP_LATENCY, {"lo": 0, "hi": 2**62})
+            for table in ("rollup_confidence", "rollup_latency", "rollup_detection"):
+                db.execute(f"DELETE FROM {table}")
+            for rollup in _ROLLUPS:
+                db.execute(rollup, {"lo": 0, "hi": 2**62})
 
     # -- reads
 
@@ -253,6 +285,10 @@ class SqliteHistory:
             return None
         (rid, ts, model, sha, face, box, expr, conf, probs, dec, det, cls, tot, source,
          fb_label, fb_confirmed, fb_ts, fb_key) = rows[0]
+        latency = {"decode": dec, "detect": det, "classify": cls, "total": tot}
+        if face == NO_FACE_INDEX:
+            return {"id": str(rid), "ts": _from_epoch(ts), "model_version": model, "image_sha256": sha,
+                    "latency_ms": latency, "source": source, "no_face": True}
         doc = {"id": str(rid), "ts": _from_epoch(ts), "model_version": model, "image_sha256": sha,
                "face_index": face, "box": json.loads(box), "expression": expr, "confidence": conf,
                "probabilities": json.loads(probs),
@@ -264,7 +300,8 @@ class SqliteHistory:
 
     def count(self, start: datetime | None = None, end: datetime | None = None) -> int:
         lo, hi = bounds(start, end)
-        return int(self._query("SELECT COUNT(*) FROM predictions WHERE ts >= ? AND ts < ?", (lo, hi))[0][0])
+        return int(self._query("SELECT COUNT(*) FROM predictions WHERE ts >= ? AND ts < ? "
+                               "AND face_index >= 0", (lo, hi))[0][0])
 
     @staticmethod
     def _split(start: datetime | None, end: datetime | None) -> tuple[int, int, list[tuple[float, float]]]:
@@ -276,33 +313,57 @@ class SqliteHistory:
             return 0, 0, [(lo, hi)]
         return d0, d1, [(lo, d0 * DAY_S), (d1 * DAY_S, hi)]
 
-    def confidence_cube(self, start: datetime | None, end: datetime | None) -> list[CubeRow]:
+    @staticmethod
+    def _params(d0: int, d1: int, edges: list[tuple[float, float]], source: str | None) -> dict[str, Any]:
+        edge_bounds = {f"{side}{i}": v for i, (lo, hi) in enumerate(edges)
+                       for side, v in (("l", lo), ("h", hi))}
+        return {"d0": d0, "d1": d1, "source": source, **edge_bounds}
+
+    def confidence_cube(self, start: datetime | None, end: datetime | None,
+                        source: str | None = None) -> list[CubeRow]:
         d0, d1, edges = self._split(start, end)
         raw = " UNION ALL ".join(
-            f"SELECT {_DAY_SQL}, model_version, expression, {_CONF_BIN_SQL}, 1, confidence "
-            "FROM predictions WHERE ts >= ? AND ts < ?" for _ in edges)
+            f"SELECT {_DAY_SQL}, model_version, expression, {_CONF_BIN_SQL}, 1, confidence FROM predictions "
+            f"WHERE ts >= :l{i} AND ts < :h{i} AND face_index >= 0 AND {_SOURCE_SQL}"
+            for i in range(len(edges)))
         sql = (f"SELECT day, model_version, expression, bin, SUM(n), SUM(s) FROM ("
-               f"SELECT day, model_version, expression, bin, n, confidence_sum AS s FROM daily_confidence "
-               f"WHERE day >= ? AND day < ? UNION ALL {raw}) GROUP BY 1, 2, 3, 4")  # names from the 1st arm
-        params = [d0, d1, *[v for edge in edges for v in edge]]
-        return [(_day(d), m, e, int(b), int(n), float(s)) for d, m, e, b, n, s in self._query(sql, params)]
+               f"SELECT day, model_version, expression, bin, n, confidence_sum AS s FROM rollup_confidence "
+               f"WHERE day >= :d0 AND day < :d1 AND {_SOURCE_SQL} UNION ALL {raw}) "
+               "GROUP BY 1, 2, 3, 4")  # column names come from the first arm
+        rows = self._query(sql, self._params(d0, d1, edges, source))
+        return [(_day(d), m, e, int(b), int(n), float(s)) for d, m, e, b, n, s in rows]
 
-    def latency_bins(self, start: datetime | None, end: datetime | None) -> list[LatencyRow]:
+    def latency_bins(self, start: datetime | None, end: datetime | None,
+                     source: str | None = None) -> list[LatencyRow]:
         d0, d1, edges = self._split(start, end)
         raw = " UNION ALL ".join(
-            f"SELECT '{stage}', {_lat_bin_sql('latency_' + stage)}, 1 "
-            "FROM predictions WHERE ts >= ? AND ts < ?" for _ in edges for stage in STAGES)
-        sql = (f"SELECT stage, bin, SUM(n) FROM (SELECT stage, bin, n FROM daily_latency "
-               f"WHERE day >= ? AND day < ? UNION ALL {raw}) GROUP BY 1, 2")
-        params = [d0, d1, *[v for edge in edges for _ in STAGES for v in edge]]
-        return [(s, int(b), int(n)) for s, b, n in self._query(sql, params)]
+            f"SELECT '{stage}', {_lat_bin_sql('latency_' + stage)}, 1 FROM predictions "
+            f"WHERE ts >= :l{i} AND ts < :h{i} AND face_index >= 0 AND {_SOURCE_SQL}"
+            for i in range(len(edges)) for stage in STAGES)
+        sql = (f"SELECT stage, bin, SUM(n) FROM (SELECT stage, bin, n FROM rollup_latency "
+               f"WHERE day >= :d0 AND day < :d1 AND {_SOURCE_SQL} UNION ALL {raw}) GROUP BY 1, 2")
+        return [(s, int(b), int(n)) for s, b, n in self._query(sql, self._params(d0, d1, edges, source))]
 
-    def feedback_counts(self, start: datetime | None, end: datetime | None) -> list[FeedbackRow]:
+    def detection_counts(self, start: datetime | None, end: datetime | None,
+                         source: str | None = None) -> list[DetectionRow]:
+        d0, d1, edges = self._split(start, end)
+        raw = " UNION ALL ".join(
+            f"SELECT {_DAY_SQL}, source, 1, face_index = {NO_FACE_INDEX} FROM predictions "
+            f"WHERE ts >= :l{i} AND ts < :h{i} AND face_index <= 0 AND {_SOURCE_SQL}"
+            for i in range(len(edges)))
+        sql = (f"SELECT day, source, SUM(images), SUM(no_face) FROM (SELECT day, source, images, no_face "
+               f"FROM rollup_detection WHERE day >= :d0 AND day < :d1 AND {_SOURCE_SQL} UNION ALL {raw}) "
+               "GROUP BY 1, 2")
+        return [(_day(d), src, int(n), int(nf)) for d, src, n, nf in
+                self._query(sql, self._params(d0, d1, edges, source))]
+
+    def feedback_counts(self, start: datetime | None, end: datetime | None,
+                        source: str | None = None) -> list[FeedbackRow]:
         lo, hi = bounds(start, end)
         rows = self._query(
             f"SELECT {_DAY_SQL}, model_version, expression, feedback_label, feedback_confirmed, COUNT(*) "
-            "FROM predictions WHERE feedback_label IS NOT NULL AND ts >= ? AND ts < ? GROUP BY 1, 2, 3, 4, 5",
-            (lo, hi))
+            f"FROM predictions WHERE feedback_label IS NOT NULL AND ts >= :lo AND ts < :hi AND {_SOURCE_SQL} "
+            "GROUP BY 1, 2, 3, 4, 5", {"lo": lo, "hi": hi, "source": source})
         return [(_day(d), m, e, label, bool(c), int(n)) for d, m, e, label, c, n in rows]
 
     def relabel_counts(self, since: datetime | None) -> list[RelabelRow]:
