@@ -200,7 +200,18 @@ def _record_key(prediction: Prediction, source: str) -> str:
 # history write (a database timing out), and stop the old run at its next session-state access.
 # So the check and the write happen under this lock, and the ids go into a list put in the state
 # *before* the write: filling it touches no session state, so a stopped run still keeps them.
-_RECORD_LOCK = threading.Lock()
+# One lock per browser session, so a session waiting on a slow database never holds up the others.
+_RECORD_LOCKS: dict[str, threading.Lock] = {}
+_RECORD_LOCKS_GUARD = threading.Lock()
+
+
+def _session_record_lock() -> threading.Lock:
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    session = ctx.session_id if ctx is not None else ""
+    with _RECORD_LOCKS_GUARD:
+        return _RECORD_LOCKS.setdefault(session, threading.Lock())
 
 
 def record_once(prediction: Prediction, source: str) -> str | None:
@@ -210,7 +221,7 @@ def record_once(prediction: Prediction, source: str) -> str | None:
     or a warning to show; never raises.
     """
     key = _record_key(prediction, source)
-    with _RECORD_LOCK:
+    with _session_record_lock():
         slot = st.session_state.get(key)
         if slot:
             return None
