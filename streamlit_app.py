@@ -11,6 +11,8 @@ page = st.navigation([
     st.Page("pages/classify.py", title="Classify", icon="🙂", default=True),
     st.Page("pages/batch.py", title="Batch", icon="🗂️"),
     st.Page("pages/model_health.py", title="Model health", icon="📈"),
+    st.Page("pages/review.py", title="Review", icon="🔎"),
+    st.Page("pages/learn.py", title="Learn", icon="🎓"),
 ])
 
 with st.sidebar:

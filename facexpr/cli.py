@@ -1,5 +1,5 @@
-"""`facexpr …` (or `python -m facexpr …`): predict, evaluate, train, sync, import-fer2013,
-upload-dataset, serve."""
+"""`facexpr …` (or `python -m facexpr …`): predict, evaluate, train, retrain, models, promote,
+rollback, sync, import-corrections, import-fer2013, upload-dataset, serve."""
 
 from __future__ import annotations
 
@@ -72,9 +72,11 @@ def _read_image(path: str) -> bytes:
 
 
 def _model_path(args: argparse.Namespace) -> str | None:
+    """--model, else what the app serves: FACEXPR_MODEL, the registry's version, the shipped model."""
     from facexpr.config import load_settings
+    from facexpr.registry import served_model_path
 
-    return args.model or load_settings().model
+    return args.model or served_model_path(load_settings())
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
@@ -216,6 +218,137 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _share(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a share between 0 and 1 (exclusive), got {text!r}")
+    return value
+
+
+def _cmd_retrain(args: argparse.Namespace) -> int:
+    from facexpr.config import load_settings
+    from facexpr.registry import ModelRegistry
+    from facexpr.retrain import RetrainRecipe, retrain
+
+    recipe = RetrainRecipe()
+    for option in ("epochs", "share", "replay", "seed", "learning_rate", "heldout"):
+        if getattr(args, option) is not None:
+            setattr(recipe, option, getattr(args, option))
+    settings = load_settings()
+    registry = ModelRegistry(settings)  # opened first: a wrong bucket fails before minutes of training
+    last = [-1]
+
+    def progress(fraction: float, message: str) -> None:
+        percent = int(fraction * 100)
+        if percent != last[0]:
+            last[0] = percent
+            print(f"\r[{percent:3d}%] {message:<60}", end="\n" if fraction >= 1 else "", file=sys.stderr,
+                  flush=True)
+
+    result = retrain(settings, args.data, args.out, recipe, photos_val=args.photos_val, base_path=args.model,
+                     progress=progress)
+    name = registry.add(result.keras_path)
+    card = result.record
+    print(f"Wrote {name} to the model store {registry.uri} (base {card['base']['name']}, "
+          f"{sum(card['data']['corrections']['counts'].values())} corrections, replay "
+          f"{card['data']['replay']['n']}, {card['wall_time_s']:.0f} s)")
+    print(_before_after(card))
+    verdict = card["guardrail"]
+    print(("PASSED" if verdict["passed"] else "FAILED") + f" the guardrail: {verdict['reason']}")
+    for rule in verdict["rules"]:
+        print(f"  [{'x' if rule['passed'] else ' '}] {rule['rule']}: {rule['why']}")
+    if args.promote and verdict["passed"]:
+        registry.promote(name)
+        print(f"Promoted: {name} is now served.")
+    elif verdict["passed"]:
+        print(f"Serve it with `python -m facexpr promote {name}`.")
+    return 0
+
+
+def _before_after(card: dict) -> str:
+    rows = [("FER2013 val", "val"), ("held-out corrections", "heldout"), ("photos", "photos")]
+    lines = [f"{'':24s}{'before':>8s}{'after':>8s}{'n':>7s}"]
+    for title, key in rows:
+        if key in card["before"]:
+            b, a = card["before"][key], card["after"][key]
+            fmt = lambda v: f"{v:8.4f}" if v is not None else f"{'-':>8s}"  # noqa: E731
+            lines.append(f"{title:24s}{fmt(b['accuracy'] if b['n'] else None)}"
+                         f"{fmt(a['accuracy'] if a['n'] else None)}{b['n']:7d}")
+    return "\n".join(lines)
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from facexpr.config import load_settings
+    from facexpr.registry import ModelRegistry
+
+    settings = load_settings()
+    registry = ModelRegistry(settings)
+    versions = registry.versions()
+    if settings.model:
+        print(f"FACEXPR_MODEL={settings.model} overrides the registry in this environment.")
+    if not versions:
+        print(f"The model store {registry.uri} is empty: the shipped model in models/ is served.")
+        return 0
+    fmt = lambda v: f"{v:.4f}" if isinstance(v, float) else "-"  # noqa: E731
+    print(f"{'name':32s} {'base':20s} {'created':26s} {'val':>7s} {'held-out':>8s} guardrail served")
+    for v in versions:
+        verdict = {True: "passed", False: "failed", None: "-"}[v.guardrail]
+        print(f"{v.name:32s} {v.base or '-':20s} {v.created or '-':26s} {fmt(v.val_accuracy):>7s} "
+              f"{fmt(v.heldout_accuracy):>8s} {verdict:9s} {'yes' if v.served else ''}")
+    if registry.served() is None:
+        print("None is served: the shipped model in models/ answers.")
+    return 0
+
+
+def _cmd_promote(args: argparse.Namespace) -> int:
+    from facexpr.config import load_settings
+    from facexpr.registry import ModelRegistry
+
+    state = ModelRegistry(load_settings()).promote(args.name, force=args.force)
+    print(f"{state.served} is now served.")
+    return 0
+
+
+def _cmd_rollback(args: argparse.Namespace) -> int:
+    from facexpr.config import load_settings
+    from facexpr.registry import ModelRegistry
+
+    state = ModelRegistry(load_settings()).rollback()
+    print(f"{state.served} is now served." if state.served else "The shipped model in models/ is now served.")
+    return 0
+
+
+def _cmd_import_corrections(args: argparse.Namespace) -> int:
+    from facexpr.config import load_settings
+    from facexpr.corrections import import_corrections
+    from facexpr.history import SOURCES, open_history
+    from facexpr.model import load_classifier
+
+    if args.source not in SOURCES:
+        raise FacexprError(f"Unknown source {args.source!r}: use one of {', '.join(SOURCES)}.")
+    settings = load_settings()
+    classifier = load_classifier(_model_path(args))
+    report = import_corrections(settings, Path(args.dir), classifier, lambda: open_history(settings),
+                                source=args.source, group_pattern=args.group)
+    print(f"imported {report.imported} ({report.confirmed} confirmed, {report.corrected} corrected"
+          + (f", {report.queued} waiting in the outbox" if report.queued else "")
+          + f"); skipped {report.skipped}: no face {len(report.no_face)}, several faces "
+          f"{len(report.several_faces)}, unreadable {len(report.unreadable)}")
+    print("  " + "  ".join(f"{k} {v}" for k, v in report.per_class.items()))
+    for name in report.no_face:
+        print(f"  skipped {name}: no face found", file=sys.stderr)
+    for name in report.several_faces:
+        print(f"  skipped {name}: several faces (which one is labelled is unknown)", file=sys.stderr)
+    for name, why in report.unreadable:
+        print(f"  skipped {name}: {why}", file=sys.stderr)
+    for warning in report.history_warnings:
+        print(f"  warning: {warning}", file=sys.stderr)
+    return 0 if not report.unreadable else 2
+
+
 def _cmd_sync(args: argparse.Namespace) -> int:
     from facexpr.config import load_settings
     from facexpr.relabel import flush_outbox, outbox_for
@@ -323,6 +456,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="models/facexpr", help="models/NAME: writes NAME.keras and NAME.json")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint of this --out")
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("retrain", help="fine-tune the served model on the corrections (+ replayed data)")
+    p.add_argument("--data", required=True, help="training data with train/ and val/ (local or s3://)")
+    p.add_argument("--out", default=None, metavar="NAME",
+                   help="the new version's name in the model store (default retrain-<UTC time>)")
+    p.add_argument("--epochs", type=int, default=None, help="passes over the replay sample (default 4)")
+    p.add_argument("--share", type=_share, default=None,
+                   help="corrections' share of every batch (default 0.5)")
+    p.add_argument("--replay", type=int, default=None, help="training images replayed (default 2800)")
+    p.add_argument("--learning-rate", type=float, default=None, help="peak learning rate (default 0.005)")
+    p.add_argument("--heldout", type=float, default=None,
+                   help="fraction of correction groups held out to test on (default 0.2)")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--photos-val", default=None, metavar="DIR",
+                   help="labelled photos DIR/<expression>/<image> to score before and after")
+    p.add_argument("--model", default=None, help="start from this model instead of the served one")
+    p.add_argument("--promote", action="store_true", help="serve the new version if it passes the guardrail")
+    p.set_defaults(func=_cmd_retrain)
+
+    p = sub.add_parser("models", help="list the versions in the model store and which one is served")
+    p.set_defaults(func=_cmd_models)
+    p = sub.add_parser("promote", help="serve a version from the model store")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--force", action="store_true", help="serve it even though it failed its guardrail")
+    p.set_defaults(func=_cmd_promote)
+    p = sub.add_parser("rollback", help="serve the version served before the current one")
+    p.set_defaults(func=_cmd_rollback)
+
+    p = sub.add_parser("import-corrections",
+                       help="labelled photos DIR/<expression>/<image> → corrections, "
+                            "as the Classify page stores them")
+    p.add_argument("dir", metavar="DIR")
+    p.add_argument("--source", default="import", help="history source of these answers (default import)")
+    p.add_argument("--group", default=None, metavar="REGEX",
+                   help="regex whose first group in the file name names the person (kept together "
+                        "by retrain's held-out split), e.g. '^[AB](\\w\\d\\d)' for KDEF")
+    p.add_argument("--model", default=None)
+    p.set_defaults(func=_cmd_import_corrections)
 
     p = sub.add_parser("sync", help="deliver relabeled images waiting in the local outbox to the store")
     p.set_defaults(func=_cmd_sync)

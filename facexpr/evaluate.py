@@ -49,9 +49,8 @@ def report(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, Any]:
     }
 
 
-def evaluate_dir(root: Path, classifier: Any, faces: str = "auto") -> dict[str, Any]:
-    """Score every image under ROOT/<expression>/. One answer per image: its largest face;
-    an image with no face (or unreadable) counts as wrong."""
+def labelled_crops(root: Path, faces: str = "auto") -> tuple[list[Path], np.ndarray, list[np.ndarray | None]]:
+    """(files, true labels, the largest face's crop or None) for every image under ROOT/<expression>/."""
     from facexpr.errors import DataError, FacexprError
     from facexpr.imaging import decode_gray
     from facexpr.labels import INDEX
@@ -73,10 +72,21 @@ def evaluate_dir(root: Path, classifier: Any, faces: str = "auto") -> dict[str, 
 
     with ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1))) as pool:
         crops = list(pool.map(first_crop, files))
-    y_true = np.array([INDEX[p.parent.name] for p in files])
+    return files, np.array([INDEX[p.parent.name] for p in files]), crops
+
+
+def answers(crops: list[np.ndarray | None], classifier: Any) -> np.ndarray:
+    """The predicted class per crop; -1 where there is no crop (no face: counted wrong)."""
     found = [i for i, c in enumerate(crops) if c is not None]
-    y_pred = np.full(len(files), -1)
+    y_pred = np.full(len(crops), -1)
     if found:
         y_pred[found] = classifier.predict(np.stack([crops[i] for i in found])).argmax(1)
-    return {**report(y_true, y_pred), "faces_found": len(found), "faces_mode": faces,
-            "model": classifier.version}
+    return y_pred
+
+
+def evaluate_dir(root: Path, classifier: Any, faces: str = "auto") -> dict[str, Any]:
+    """Score every image under ROOT/<expression>/. One answer per image: its largest face;
+    an image with no face (or unreadable) counts as wrong."""
+    _, y_true, crops = labelled_crops(root, faces)
+    return {**report(y_true, answers(crops, classifier)), "faces_found": sum(c is not None for c in crops),
+            "faces_mode": faces, "model": classifier.version}

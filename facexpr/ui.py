@@ -18,6 +18,7 @@ from facexpr.config import Settings, load_settings
 from facexpr.history import History, feedback_safely, open_history, record_safely
 from facexpr.model import Classifier, load_classifier
 from facexpr.predict import Prediction, predict_image
+from facexpr.registry import served_model_path
 from facexpr.relabel import RelabelSummary, SaveResult, relabel_summary
 
 ANSWER_KEY_SEP = "-"  # between a widget's contract name and the answer it belongs to
@@ -129,8 +130,22 @@ def get_classifier(path: str | None = None) -> Classifier:
 
 
 def served_model() -> str | None:
-    """The model file this session uses: the sidebar's choice, else FACEXPR_MODEL (None: the newest)."""
-    return st.session_state.get("model_choice") or get_settings().model
+    """The model file this session uses: the sidebar's choice, else what every process serves —
+    FACEXPR_MODEL, else the registry's served version — else None (the newest in models/)."""
+    return st.session_state.get("model_choice") or registry_served(get_settings())
+
+
+def registry_served(settings: Settings) -> str | None:
+    if settings.s3_bucket:  # one GET per rerun would slow every page; 5 s is soon enough for a promotion
+        return _registry_served_s3(settings.s3_bucket, settings.s3_prefix, str(settings.data_dir),
+                                   settings.model)
+    return served_model_path(settings)
+
+
+@st.cache_data(ttl=5, show_spinner=False)
+def _registry_served_s3(bucket: str, prefix: str, data_dir: str, model: str | None) -> str | None:
+    return served_model_path(Settings(model=model, data_dir=Path(data_dir), s3_bucket=bucket,
+                                      s3_prefix=prefix))
 
 
 def served_classifier() -> Classifier:
@@ -138,18 +153,32 @@ def served_classifier() -> Classifier:
 
 
 def model_selector() -> None:
-    """A sidebar chooser when models/ holds several models (the choice is per session)."""
-    from facexpr.model import list_models
+    """A sidebar chooser when there is more than one model to serve (the choice is per session).
 
-    models = list_models()
-    if len(models) < 2:
+    Its first entry follows the served model (registry or FACEXPR_MODEL), so a promotion or
+    rollback reaches every session that has not picked another model."""
+    from facexpr.model import list_models, newest_model
+
+    models = [str(p) for p in list_models()]
+    if not models:
         return
-    configured = get_settings().model
-    paths = [str(p) for p in models]
-    default = paths.index(configured) if configured in paths else 0
-    st.selectbox("Model", paths, index=default, key="model_choice",
-                 format_func=lambda p: Path(p).stem,
-                 help="Newest first. History records which model answered.")
+    served = registry_served(get_settings()) or str(newest_model())
+    choices = [""] + [p for p in models if Path(p).resolve() != Path(served).resolve()]
+    if len(choices) < 2:
+        return
+    following = Path(served).stem
+    st.selectbox("Model", choices, index=0, key="model_choice",
+                 format_func=lambda p: Path(p).stem if p else f"{following} (served)",
+                 help="The served model, then the others in models/, newest first. "
+                      "History records which model answered.")
+
+
+def session_group() -> str:
+    """An id for this browser session, stored with its corrections so a retrain holds one person's
+    faces out together (sessions are the closest thing to a person the app knows)."""
+    import uuid
+
+    return st.session_state.setdefault("_correction_group", uuid.uuid4().hex[:16])
 
 
 def classify_cached(data: bytes, mode: str = "auto") -> Prediction:
@@ -242,3 +271,19 @@ def note_answer(prediction: Prediction, face_index: int, saved: SaveResult, sour
         return warning or "The answer was saved, but the prediction is not in the history."
     return feedback_safely(get_history, ids[face_index], saved.label, saved.confirmed,
                            saved.object_key) or warning
+
+
+def review_skipped() -> set[str]:
+    """Record ids this session chose to skip in the review queue."""
+    return st.session_state.setdefault("_review_skipped", set())
+
+
+def keep_for_review_once(prediction: Prediction, data: bytes) -> str | None:
+    """Keep this session's answer for the review queue once (widget reruns do not store again)."""
+    from facexpr.review import keep_for_review
+
+    key = ("_kept_for_review", prediction.image_sha256, prediction.mode)
+    if prediction.no_face or st.session_state.get("_kept_for_review") == key:
+        return None
+    st.session_state["_kept_for_review"] = key
+    return keep_for_review(get_settings(), prediction, data)

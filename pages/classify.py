@@ -12,10 +12,12 @@ from facexpr.ui import (
     answer_key,
     classify_cached,
     get_settings,
+    keep_for_review_once,
     note_answer,
     record_once,
     relabel_counts,
     served_classifier,
+    session_group,
     through_the_entry_script,
     upload_limits,
 )
@@ -104,7 +106,8 @@ with answer_col:
             new_answer = chosen is not None and (saved is None or saved.label != chosen)
             if clicked and new_answer:  # a double click stores nothing new
                 try:
-                    saved = save_relabel(settings, prediction, i, chosen, data, replaces=saved)
+                    saved = save_relabel(settings, prediction, i, chosen, data, replaces=saved,
+                                         group=session_group())
                 except FacexprError as exc:
                     st.error(f"Not saved: {exc}")
                 else:
@@ -128,3 +131,6 @@ with answer_col:
 history_note = record_once(prediction, source)
 if history_note:
     st.warning(history_note)
+review_note = keep_for_review_once(prediction, data)  # so the Review page can ask people later
+if review_note:
+    st.caption(review_note)

@@ -23,7 +23,8 @@ from tests.s3server import DUMMY_CREDENTIALS, S3Endpoint, S3Setup
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 SETTING_KEYS = ("FACEXPR_MODEL", "FACEXPR_DATA_DIR", "FACEXPR_S3_BUCKET", "FACEXPR_S3_PREFIX",
-                "FACEXPR_MONGODB_URI", "FACEXPR_MONGODB_DB", "AWS_ENDPOINT_URL")
+                "FACEXPR_TRAIN_DATA", "FACEXPR_RETRAIN_RECIPE", "FACEXPR_MONGODB_URI", "FACEXPR_MONGODB_DB",
+                "AWS_ENDPOINT_URL")
 
 
 @pytest.fixture(autouse=True)

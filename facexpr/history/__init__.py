@@ -111,6 +111,9 @@ class History(Protocol):
 
     def relabel_counts(self, since: datetime | None) -> list[RelabelRow]: ...
 
+    def unanswered(self, since: datetime | None, limit: int = 200) -> list[dict[str, Any]]:
+        """Records no person has answered (nor any other record of the same face), newest first."""
+
     def close(self) -> None: ...
 
 

@@ -23,7 +23,7 @@ from facexpr.times import utc
 if TYPE_CHECKING:
     from facexpr.predict import Prediction
 
-SOURCES: tuple[str, ...] = ("upload", "camera", "batch", "cli", "api")
+SOURCES: tuple[str, ...] = ("upload", "camera", "batch", "cli", "api", "import")
 STAGES: tuple[str, ...] = ("decode", "detect", "classify", "total")
 CONFIDENCE_BINS = 20  # histogram bins of width 0.05; bin 10 starts at the low-confidence line
 LOW_CONFIDENCE = 0.5

@@ -376,6 +376,22 @@ class MongoHistory:
         rows = self._read(lambda c: list(c.aggregate(pipeline)))
         return [(r["_id"]["l"], bool(r["_id"]["c"]), int(r["n"])) for r in rows]
 
+    def unanswered(self, since: datetime | None, limit: int = 200) -> list[dict[str, Any]]:
+        fields = {f: 1 for f in ("ts", "model_version", "image_sha256", "face_index", "box", "expression",
+                                 "confidence", "probabilities", "source")}
+
+        def work(coll) -> list[dict[str, Any]]:
+            query = {**self._window(since, None), "feedback": {"$exists": False}}
+            docs = list(coll.find(query, fields).sort([("ts", -1), ("_id", -1)]).limit(int(limit)))
+            shas = sorted({d["image_sha256"] for d in docs})
+            answered = {(a["image_sha256"], a["face_index"]) for a in coll.find(
+                {"image_sha256": {"$in": shas}, "feedback": {"$exists": True}},
+                {"image_sha256": 1, "face_index": 1})}
+            return [{**{k: v for k, v in d.items() if k != "_id"}, "id": str(d["_id"]), "ts": utc(d["ts"])}
+                    for d in docs if (d["image_sha256"], d["face_index"]) not in answered]
+
+        return self._read(work)
+
 
 def _object_id(record_id: str):
     from bson import ObjectId

@@ -373,6 +373,19 @@ class SqliteHistory:
             "WHERE feedback_ts IS NOT NULL AND feedback_ts >= ? GROUP BY 1, 2", (lo,))
         return [(label, bool(c), int(n)) for label, c, n in rows]
 
+    def unanswered(self, since: datetime | None, limit: int = 200) -> list[dict[str, Any]]:
+        lo, _ = bounds(since, None)
+        rows = self._query(
+            "SELECT id, ts, model_version, image_sha256, face_index, box, expression, confidence, "
+            "probabilities, source FROM predictions p WHERE ts >= ? AND feedback_label IS NULL "
+            "AND NOT EXISTS (SELECT 1 FROM predictions a WHERE a.feedback_label IS NOT NULL "
+            "AND a.image_sha256 = p.image_sha256 AND a.face_index = p.face_index) "
+            "ORDER BY ts DESC, id DESC LIMIT ?", (lo, int(limit)))
+        return [{"id": str(rid), "ts": _from_epoch(ts), "model_version": model, "image_sha256": sha,
+                 "face_index": face, "box": json.loads(box), "expression": expr, "confidence": conf,
+                 "probabilities": json.loads(probs), "source": source}
+                for rid, ts, model, sha, face, box, expr, conf, probs, source in rows]
+
 
 def _int_id(record_id: str) -> int:
     try:

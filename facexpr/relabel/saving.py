@@ -81,8 +81,8 @@ def check_crop(crop: np.ndarray) -> np.ndarray:
 
 def save_crop(settings: Settings, crop: np.ndarray, label: str, *, predicted: str, confidence: float,
               model_version: str, original: bytes | None = None, image_sha256: str | None = None,
-              face_index: int = 0, replaces: SaveResult | None = None, now: datetime | None = None
-              ) -> SaveResult:
+              face_index: int = 0, replaces: SaveResult | None = None, now: datetime | None = None,
+              group: str | None = None) -> SaveResult:
     """Store CROP under LABEL (and ORIGINAL once). Raises LabelError/ImageError for bad input and
     StoreError only when even the outbox cannot keep the item; every store failure is queued."""
     label = parse_label(label)
@@ -93,6 +93,11 @@ def save_crop(settings: Settings, crop: np.ndarray, label: str, *, predicted: st
     saved_at = answer_time(now)  # orders this answer among others to the same face (relabel.latest)
     metadata = {"predicted-expression": predicted, "confidence": f"{float(confidence):.6f}",
                 "model-version": model_version, "saved-at": saved_at, "label": label}
+    # Who and which photo it came from, so a retrain keeps one person's faces on one side of its split.
+    if image_sha256:
+        metadata["image-sha256"] = image_sha256
+    if group:
+        metadata["group"] = group
 
     ops: list[tuple[str, str, str, bytes | None, dict[str, str]]] = [(RELABELED, "put", key, png, metadata)]
     kept_as = None  # the original's key
@@ -146,7 +151,7 @@ def save_crop(settings: Settings, crop: np.ndarray, label: str, *, predicted: st
 
 def save_relabel(settings: Settings, prediction: Prediction, face_index: int, label: str,
                  original: bytes | None = None, *, replaces: SaveResult | None = None,
-                 now: datetime | None = None) -> SaveResult:
+                 now: datetime | None = None, group: str | None = None) -> SaveResult:
     """Store face FACE_INDEX of PREDICTION under LABEL (the page's call); see `save_crop`."""
     if not 0 <= face_index < len(prediction.faces):
         raise ImageError(f"This image has {len(prediction.faces)} face(s); "
@@ -154,5 +159,6 @@ def save_relabel(settings: Settings, prediction: Prediction, face_index: int, la
     face = prediction.faces[face_index]
     return save_crop(settings, face.crop, label, predicted=face.expression, confidence=face.confidence,
                      model_version=prediction.model_version, original=original,
-                     image_sha256=prediction.image_sha256, face_index=face_index, replaces=replaces, now=now)
+                     image_sha256=prediction.image_sha256, face_index=face_index, replaces=replaces, now=now,
+                     group=group)
 

@@ -1,0 +1,109 @@
+"""Learn from corrections: readiness, a background retrain, its before/after, Promote / Discard, Rollback."""
+
+import pandas as pd
+import streamlit as st
+
+from facexpr import jobs
+from facexpr.errors import FacexprError
+from facexpr.registry import ModelRegistry
+from facexpr.retrain import before_after_rows, recipe_from
+from facexpr.ui import get_settings, relabel_counts, served_classifier
+
+st.title("Learn from corrections")
+st.caption("Fine-tunes the served model on people's confirmations and corrections, with a replayed "
+           "sample of the training data, then compares it with the served model before it may be served.")
+
+settings = get_settings()
+try:
+    served = served_classifier()
+except FacexprError as exc:
+    st.error(str(exc))
+    st.stop()
+since = served.card.trained_at
+summary = relabel_counts(settings, settings.relabeled_uri, since, ())
+gathered = relabel_counts(settings, settings.relabeled_uri, None, ())
+
+st.subheader("Readiness")
+trained = f"{since:%Y-%m-%d %H:%M} UTC" if since else "at an unknown time"
+st.write(f"Serving **{served.version}**, trained {trained}. "
+         f"Corrections gathered since: **{summary.total}** ({gathered.total} in the store in all).")
+st.dataframe(pd.DataFrame([summary.counts]), hide_index=True)
+if summary.error:
+    st.warning(f"Counts unavailable: {summary.error}")
+try:
+    recipe = recipe_from(settings.retrain_recipe)
+except FacexprError as exc:
+    st.error(str(exc))
+    st.stop()
+st.caption(f"Recipe: {recipe.epochs} epochs over {recipe.replay:,} replayed training images, corrections "
+           f"{recipe.share:.0%} of every batch; {recipe.heldout:.0%} of the people held out to test on. "
+           "About 2–10 minutes on two CPU cores.")
+
+
+def job_panel(polling: bool) -> None:
+    status = jobs.status(settings)
+    if status.running:
+        st.progress(min(1.0, status.progress), text=f"Retraining: {status.message}")
+        return
+    if polling:  # the job just ended: redraw the whole page (versions, sidebar) once
+        st.rerun(scope="app")
+    if status.state == "failed":
+        st.error(f"The last retrain failed: {status.error}")
+    if status.state == "done" and status.card:
+        card = status.card
+        verdict = card["guardrail"]
+        st.write(f"**{status.name}** — fine-tuned from {card['base']['name']} on "
+                 f"{sum(card['data']['corrections']['counts'].values())} corrections in "
+                 f"{card['wall_time_s']:.0f} s.")
+        st.dataframe(pd.DataFrame(before_after_rows(card)), hide_index=True, key="retrain_table")
+        (st.success if verdict["passed"] else st.warning)(
+            ("Passed" if verdict["passed"] else "Failed") + f" the guardrail: {verdict['reason']}.")
+        for rule in verdict["rules"]:
+            st.caption(f"{'✅' if rule['passed'] else '❌'} {rule['rule']}: {rule['why']}")
+        promote, discard = st.columns(2)
+        if promote.button("Promote", key="retrain_promote", disabled=not verdict["passed"], type="primary"):
+            ModelRegistry(settings).promote(status.name)
+            jobs.clear(settings)
+            st.rerun(scope="app")
+        if discard.button("Discard", key="retrain_discard"):
+            ModelRegistry(settings).discard(status.name)
+            jobs.clear(settings)
+            st.rerun(scope="app")
+        return
+    if not settings.train_data:
+        st.info("Set FACEXPR_TRAIN_DATA to the training data (a folder or s3:// URI with train/ and val/) "
+                "to retrain from the app; `python -m facexpr retrain --data URI` works meanwhile.")
+    ready = bool(settings.train_data) and gathered.total > 0
+    if st.button("Retrain now", key="retrain_start", disabled=not ready, type="primary"):
+        try:
+            jobs.start(settings, settings.train_data)
+        except FacexprError as exc:
+            st.warning(str(exc))
+        st.rerun(scope="app")
+
+
+st.subheader("Retrain")
+running = jobs.status(settings).running
+st.fragment(job_panel, run_every=2 if running else None)(running)
+
+st.subheader("Versions")
+try:
+    registry = ModelRegistry(settings)
+    versions = registry.versions()
+    state = registry.state()
+except FacexprError as exc:
+    st.error(f"The model store cannot be read: {exc}")
+    st.stop()
+if settings.model:
+    st.info(f"FACEXPR_MODEL={settings.model} overrides the registry in this deployment.")
+if versions:
+    st.dataframe(pd.DataFrame([{"name": v.name, "base": v.base, "created": v.created, "val": v.val_accuracy,
+                                "held-out": v.heldout_accuracy,
+                                "guardrail": {True: "passed", False: "failed", None: "—"}[v.guardrail],
+                                "served": "yes" if v.served else ""} for v in versions]),
+                 hide_index=True, key="versions_table")
+st.caption(f"Model store: {registry.uri}. Served: **{state.served or 'the shipped model (models/)'}**.")
+if st.button("Rollback", key="retrain_rollback", disabled=not state.stack,
+             help="Serve the version served before this one (the shipped model when none was)."):
+    registry.rollback()
+    st.rerun()

@@ -1,0 +1,69 @@
+"""Review: the recent answers nobody has answered yet, most useful first; one click or key labels one."""
+
+import streamlit as st
+
+from facexpr.charts import draw_faces, probability_chart
+from facexpr.errors import FacexprError
+from facexpr.faces import Box
+from facexpr.imaging import decode_gray
+from facexpr.labels import EXPRESSIONS
+from facexpr.review import REVIEW_DAYS, label_item, load_crop, load_photo, review_queue
+from facexpr.ui import get_history, get_settings, review_skipped, session_group
+
+st.title("Review")
+st.caption(f"Answers from the last {REVIEW_DAYS} days that nobody has confirmed or corrected yet: first "
+           "where the two latest models disagree, then the least confident. Each label you give is stored "
+           "like a correction on the Classify page and teaches the next model.")
+
+settings = get_settings()
+try:
+    queue = review_queue(get_history(), settings, skip=review_skipped())
+except FacexprError as exc:
+    st.warning(f"The review queue cannot be read now: {exc}")
+    st.stop()
+
+done = st.session_state.get("review_last")
+if done:
+    (st.warning if done.queued else st.success)(done.message())
+    if st.session_state.get("review_last_warning"):
+        st.warning(st.session_state["review_last_warning"])
+if not queue:
+    st.info("Nothing to review: every recent answer kept for review has been answered.")
+    st.stop()
+
+item = queue[0]
+st.write(f"**{len(queue)}** face(s) waiting · this one answered {item.ts:%Y-%m-%d %H:%M} UTC")
+photo_col, answer_col = st.columns([1, 1], gap="large")
+with photo_col:
+    photo = load_photo(settings, item)
+    if photo is not None:
+        try:
+            boxes = [Box(*item.box)] if len(item.box) == 4 else []
+            st.image(draw_faces(decode_gray(photo), boxes), caption="The photo, this face marked",
+                     width="stretch")
+        except FacexprError:
+            st.caption("The photo cannot be shown.")
+with answer_col:
+    head, crop = st.columns([4, 1])
+    head.subheader(item.expression.capitalize())
+    head.write(f"confidence **{item.confidence:.0%}** · model {item.model_version}")
+    if item.other:
+        head.write(f"The previous model ({item.other[0]}) said **{item.other[1]}**.")
+    crop.image(load_crop(settings, item), caption="48×48 crop", width=72)
+    st.altair_chart(probability_chart(item.probabilities), width="stretch")
+    st.write("What does this face show? (keys 1–7)")
+    columns = st.columns(4)
+    for n, name in enumerate(EXPRESSIONS):
+        if columns[n % 4].button(name.capitalize(), key=f"review_label_{name}",
+                                 shortcut=str(n + 1), width="stretch"):
+            try:
+                saved, warning = label_item(settings, get_history(), item, name, group=session_group())
+            except FacexprError as exc:
+                st.error(f"Not saved: {exc}")
+            else:
+                st.session_state["review_last"] = saved
+                st.session_state["review_last_warning"] = warning
+                st.rerun()
+    if columns[3].button("Skip", key="review_skip", width="stretch"):
+        review_skipped().add(item.record_id)
+        st.rerun()

@@ -1,0 +1,99 @@
+"""In a real browser: a person works through the review queue, retrains from
+the corrections in the background, promotes the new model, and rolls it back.
+
+Same harness as tests/test_e2e_browser.py: `streamlit run` on loopback, Debian's Chromium via
+Playwright (skipped without a browser, except in CI)."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+
+from facexpr.config import load_settings
+from facexpr.history import EMBEDDED_FILE, SqliteHistory
+from facexpr.registry import ModelRegistry
+from facexpr.review import keep_for_review
+from facexpr.store import open_store
+from tests.conftest import image_bytes
+from tests.layouts import make_layout
+from tests.test_e2e_browser import STEP_MS, _main, app_server, browser, evidence_on_failure  # noqa: F401
+from tests.test_page_learn import FAST
+from tests.test_retrain import add_corrections, checkerboard, registered
+from tests.test_review import answer
+
+RETRAIN_MS = 300_000
+
+
+SIDEBAR_MODEL = "[data-testid='stSidebar'] [data-testid='stCaptionContainer']"
+
+
+def sidebar_model(page, expected: str | None = None) -> str:
+    """The served model the sidebar names (waiting until it names EXPECTED, when given)."""
+    caption = page.locator(SIDEBAR_MODEL, has_text=re.compile(r"^Model " + re.escape(expected or "")))
+    caption.first.wait_for(timeout=STEP_MS)
+    return caption.first.inner_text().split("·")[0].removeprefix("Model").strip()
+
+
+def go(page, name: str) -> None:
+    page.locator("[data-testid='stSidebarNav']").get_by_role("link", name=name).click()
+
+
+def test_review_retrain_promote_rollback(browser, tmp_path, tiny_model_path):  # noqa: F811
+    settings = load_settings()
+    registered(settings, tiny_model_path, "tiny-served")
+    ModelRegistry(settings).promote("tiny-served")
+    add_corrections(settings, checkerboard, "disgust", 36)
+    make_layout(tmp_path / "fer" / "train", 20)
+    make_layout(tmp_path / "fer" / "val", 4, seed=1)
+    history = SqliteHistory(settings.data_dir / EMBEDDED_FILE)
+    now = datetime.now(UTC)
+    for step, (sha, expression, confidence) in enumerate((("a", "happy", 0.9), ("b", "sad", 0.3))):
+        prediction = answer(sha, expression, confidence, model="tiny-served")
+        history.record(prediction, "upload", now - timedelta(minutes=10 - step))
+        keep_for_review(settings, prediction, image_bytes(np.full((96, 96), 128, np.uint8)))
+    history.close()
+
+    env = {"FACEXPR_DATA_DIR": str(settings.data_dir), "FACEXPR_TRAIN_DATA": str(tmp_path / "fer"),
+           "FACEXPR_RETRAIN_RECIPE": json.dumps(FAST)}
+    with app_server(tmp_path, env) as url:
+        context = browser.new_context(viewport={"width": 1280, "height": 1000})
+        page = context.new_page()
+        main = _main(page)
+        with evidence_on_failure(page, tmp_path):
+            page.goto(url)
+            assert sidebar_model(page) == "tiny-served"
+
+            # Review: the unsure face first; one click labels it fear, another confirms the next.
+            go(page, "Review")
+            main.locator("h3", has_text="Sad").wait_for(timeout=STEP_MS)
+            assert "30%" in main.inner_text()
+            main.locator(".st-key-review_label_fear button").click()
+            main.locator("[data-testid='stAlert']", has_text="Saved as fear").wait_for(timeout=STEP_MS)
+            main.locator("h3", has_text="Happy").wait_for(timeout=STEP_MS)
+            main.locator(".st-key-review_label_happy button").click()
+            main.locator("[data-testid='stAlert']", has_text="Confirmed").wait_for(timeout=STEP_MS)
+            main.get_by_text("Nothing to review").wait_for(timeout=STEP_MS)
+
+            # Learn: retrain in the background, watch it, promote it, roll it back.
+            go(page, "Learn")
+            main.get_by_text("Corrections gathered since").wait_for(timeout=STEP_MS)
+            assert "38 in the store in all" in main.inner_text()  # 36 seeded + 2 from the review
+            main.get_by_role("button", name="Retrain now").click()
+            main.get_by_text("Passed the guardrail").wait_for(timeout=RETRAIN_MS)
+            shown = re.search(r"(retrain-\d{8}-\d{6}) — fine-tuned from tiny-served", main.inner_text())
+            name = shown.group(1)
+            main.get_by_role("button", name="Promote").click()
+            assert sidebar_model(page, name) == name
+            main.get_by_role("button", name="Rollback").click()
+            assert sidebar_model(page, "tiny-served") == "tiny-served"
+        context.close()
+
+    registry = ModelRegistry(settings)
+    assert registry.served() == "tiny-served"
+    assert [(e["action"], e["name"]) for e in registry.state().log][-2:] == [("promote", name),
+                                                                           ("rollback", "tiny-served")]
+    labels = sorted(k.split("/")[0] for k in open_store(settings.relabeled_uri).list_keys())
+    assert labels.count("fear") == 1 and labels.count("happy") == 1

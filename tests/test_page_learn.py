@@ -1,0 +1,93 @@
+"""The Learn page and the served model through AppTest: a background retrain, Promote, Rollback,
+and the app serving what the registry says."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+from streamlit.testing.v1 import AppTest
+
+from facexpr import jobs
+from facexpr.config import load_settings
+from facexpr.registry import ModelRegistry
+from tests.conftest import ROOT
+from tests.layouts import make_layout
+from tests.test_retrain import add_corrections, checkerboard, registered
+
+LEARN = str(ROOT / "pages" / "learn.py")
+APP = str(ROOT / "streamlit_app.py")
+CLASSIFY = str(ROOT / "pages" / "classify.py")
+FAST = {"epochs": 10, "replay": 140, "batch_size": 16, "learning_rate": 0.05, "share": 0.25,
+        "precision": "float32"}
+
+
+def sidebar_model() -> str:
+    """The model a new session's sidebar names (a fresh AppTest: a new browser tab)."""
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    assert not at.exception
+    shown = [c.value for c in at.sidebar.caption if c.value.startswith("Model **")]
+    return shown[0].split("**")[1]
+
+
+def answered_by(classify: AppTest) -> str:
+    """The model named under the answer on the Classify page (this session, re-run)."""
+    classify.run()
+    assert not classify.exception
+    return next(c.value for c in classify.caption if " · model " in c.value).rsplit(" ", 1)[-1]
+
+
+def test_promote_and_rollback_switch_what_the_app_serves(tiny_model_path, astronaut_bytes):
+    settings = load_settings()
+    registered(settings, tiny_model_path, "v-one")
+    assert sidebar_model() == "fer-vgg-v1"  # an empty registry serves the shipped model
+    classify = AppTest.from_file(CLASSIFY, default_timeout=60).run()
+    classify.file_uploader(key="upload").set_value(("a.jpg", astronaut_bytes, "image/jpeg"))
+    assert answered_by(classify) == "fer-vgg-v1"
+
+    ModelRegistry(settings).promote("v-one")  # e.g. from the CLI, or another replica
+    assert sidebar_model() == "v-one" and answered_by(classify) == "v-one"  # new and open sessions
+
+    learn = AppTest.from_file(LEARN, default_timeout=60).run()
+    assert not learn.exception and "Serving **v-one**" in learn.markdown[0].value
+    assert learn.dataframe[-1].value["served"].tolist() == ["yes"]
+    learn.button(key="retrain_rollback").click().run()
+    assert not learn.exception and ModelRegistry(settings).served() is None
+    assert learn.button(key="retrain_rollback").disabled  # nothing left to roll back
+    assert sidebar_model() == "fer-vgg-v1" and answered_by(classify) == "fer-vgg-v1"
+
+
+def test_learn_page_retrains_in_the_background_then_promotes(tmp_path, tiny_model_path, monkeypatch):
+    settings = load_settings()
+    registered(settings, tiny_model_path, "tiny-served")
+    ModelRegistry(settings).promote("tiny-served")
+    make_layout(tmp_path / "fer" / "train", 20)
+    make_layout(tmp_path / "fer" / "val", 4, seed=1)
+    add_corrections(settings, checkerboard, "disgust", 36)
+    monkeypatch.setenv("FACEXPR_TRAIN_DATA", str(tmp_path / "fer"))
+    monkeypatch.setenv("FACEXPR_RETRAIN_RECIPE", json.dumps(FAST))
+
+    at = AppTest.from_file(LEARN, default_timeout=60).run()
+    assert not at.exception and "Corrections gathered since: **36**" in at.markdown[0].value
+    at.button(key="retrain_start").click().run()
+    assert not at.exception
+    assert jobs.status(settings).running  # the page came back while the job works in its own process
+    deadline = time.monotonic() + 300
+    while jobs.status(settings).running:
+        assert time.monotonic() < deadline, (settings.data_dir / "jobs" / "retrain.log").read_text()
+        time.sleep(0.5)
+    status = jobs.status(settings)
+    assert status.state == "done", (settings.data_dir / "jobs" / "retrain.log").read_text()
+
+    at.run()
+    table = at.dataframe[1].value
+    assert table["test set"].tolist() == ["FER2013 val", "held-out corrections"]
+    held = table.set_index("test set").loc["held-out corrections"]
+    assert held["before"] == 0.0 and held["after"] >= 0.8
+    assert status.card["base"]["name"] == "tiny-served"
+    assert status.card["guardrail"]["passed"], status.card["guardrail"]
+    at.button(key="retrain_promote").click().run()
+    assert not at.exception and ModelRegistry(settings).served() == status.name
+    assert jobs.status(settings).state == "idle"
+    assert np.isfinite(held["p (gain by chance)"])
