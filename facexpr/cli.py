@@ -238,7 +238,9 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
         if getattr(args, option) is not None:
             setattr(recipe, option, getattr(args, option))
     settings = load_settings()
-    registry = ModelRegistry(settings)  # opened first: a wrong bucket fails before minutes of training
+    registry = ModelRegistry(settings)  # read first: a wrong bucket or a taken name fails before training
+    if args.out and args.out in registry.names():
+        raise FacexprError(f"The model store {registry.uri} already has a version named {args.out!r}.")
     last = [-1]
 
     def progress(fraction: float, message: str) -> None:

@@ -110,6 +110,16 @@ def status(settings: Settings) -> JobStatus:
     return current
 
 
+def settings_env(settings: Settings) -> dict[str, str]:
+    """SETTINGS as environment variables, so the worker sees what the app read from secrets.toml too
+    (AWS keys found only there are already exported by load_settings)."""
+    values = {"FACEXPR_MODEL": settings.model, "FACEXPR_DATA_DIR": str(settings.data_dir),
+              "FACEXPR_S3_BUCKET": settings.s3_bucket, "FACEXPR_S3_PREFIX": settings.s3_prefix,
+              "FACEXPR_MONGODB_URI": settings.mongodb_uri, "FACEXPR_MONGODB_DB": settings.mongodb_db,
+              "FACEXPR_TRAIN_DATA": settings.train_data, "FACEXPR_RETRAIN_RECIPE": settings.retrain_recipe}
+    return {k: v for k, v in values.items() if v}
+
+
 def start(settings: Settings, data_uri: str, name: str | None = None, command: list[str] | None = None
           ) -> JobStatus:
     """Start a retrain in the background; JobBusy when one is already running anywhere on this data dir.
@@ -121,7 +131,7 @@ def start(settings: Settings, data_uri: str, name: str | None = None, command: l
     try:
         begun = JobStatus(state="running", message="starting", name=name, started_at=_now())
         write_status(settings, begun)
-        env = {**os.environ, LOCK_FD_ENV: str(fd), "FACEXPR_DATA_DIR": str(settings.data_dir)}
+        env = {**os.environ, **settings_env(settings), LOCK_FD_ENV: str(fd)}
         worker = command or [sys.executable, "-m", "facexpr.jobs", "--data", data_uri,
                              *(["--name", name] if name else [])]
         log = open(_dir(settings) / "retrain.log", "ab")  # noqa: SIM115 - the child owns it from here

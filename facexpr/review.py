@@ -1,15 +1,17 @@
 """The review queue: recent answers no person has answered yet, most useful first.
 
-To show a face later, the Classify page keeps what it showed — each face's 48×48 crop and the
-uploaded photo — under a `review/` root beside the relabeled images (`s3://BUCKET/…/review/` or
-`FACEXPR_DATA_DIR/review`), keyed by the photo's sha256: `<sha>/face-<i>.png`, `<sha>/photo.<ext>`.
-Only faces kept that way are queued. A face leaves the review store when someone labels it, and
+To show a face later, the Classify page keeps the least it must: each face's 48×48 crop and a
+small gray copy of the photo (≤ PHOTO_SIDE px, as the model saw it; never the upload itself) under
+a `review/` root beside the relabeled images (`s3://BUCKET/…/review/` or `FACEXPR_DATA_DIR/review`),
+keyed by the photo's sha256: `<sha>/face-<i>.png`, `<sha>/photo.png`. Only faces kept that way
+are queued. A face leaves the review store when someone labels it, and
 anything older than REVIEW_DAYS (the queue's window) is swept away, so nothing stays there longer
 than it is useful for review.
 
 Order: faces on which the two most recent model versions that answered them disagree come first,
-then the lowest confidence. Labelling goes through the relabel path (store or outbox, original
-included) and the history's feedback, exactly as on the Classify page.
+then the lowest confidence. Labelling goes through the relabel path (store or outbox) and the
+history's feedback, as on the Classify page; the upload itself was never kept, so `originals/`
+gets nothing from a review.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from facexpr.config import Settings
 from facexpr.errors import FacexprError
 from facexpr.imaging import encode_png
 from facexpr.labels import EXPRESSIONS
-from facexpr.relabel import SaveResult, image_extension, save_crop
+from facexpr.relabel import SaveResult, save_crop
 from facexpr.store import open_store
 
 log = logging.getLogger(__name__)
@@ -36,6 +38,7 @@ log = logging.getLogger(__name__)
 REVIEW = "review"
 REVIEW_DAYS = 30
 SCAN = 500  # unanswered records read per queue (newest first)
+PHOTO_SIDE = 320  # the review copy of a photo: enough to see the face in context
 
 
 def review_uri(settings: Settings) -> str:
@@ -45,16 +48,24 @@ def review_uri(settings: Settings) -> str:
     return str(Path(settings.data_dir) / REVIEW)
 
 
-def keep_for_review(settings: Settings, prediction: Any, original: bytes) -> str | None:
-    """Keep PREDICTION's crops and photo for the review queue; returns None or a warning (never raises)."""
+def review_photo(gray: np.ndarray) -> bytes:
+    """The review copy of a photo: its gray image shrunk to at most PHOTO_SIDE px a side (PNG)."""
+    image = Image.fromarray(np.asarray(gray, dtype=np.uint8))
+    image.thumbnail((PHOTO_SIDE, PHOTO_SIDE), Image.Resampling.BILINEAR)
+    return encode_png(np.asarray(image))
+
+
+def keep_for_review(settings: Settings, prediction: Any) -> str | None:
+    """Keep PREDICTION's crops and a small gray photo for the review queue; returns None or a
+    warning (never raises)."""
     if prediction.no_face:
         return None
     sha = prediction.image_sha256
     try:
         store = open_store(review_uri(settings))
-        photo_key = f"{sha}/photo.{image_extension(original)}"
+        photo_key = f"{sha}/photo.png"
         if not store.exists(photo_key):
-            store.put(photo_key, original)
+            store.put(photo_key, review_photo(prediction.gray))
         for i, face in enumerate(prediction.faces):
             store.put(f"{sha}/face-{i}.png", encode_png(face.crop))
     except FacexprError as exc:
@@ -145,8 +156,8 @@ def label_item(settings: Settings, history: Any, item: ReviewItem, label: str, g
     warning or None). A store failure the outbox cannot take raises; then nothing has changed."""
     crop = load_crop(settings, item)
     saved = save_crop(settings, crop, label, predicted=item.expression, confidence=item.confidence,
-                      model_version=item.model_version, original=load_photo(settings, item),
-                      image_sha256=item.image_sha256, face_index=item.face_index, group=group)
+                      model_version=item.model_version, image_sha256=item.image_sha256,
+                      face_index=item.face_index, group=group)
     warning = None
     try:
         history.attach_feedback(item.record_id, saved.label, saved.confirmed, saved.object_key)

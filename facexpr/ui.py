@@ -273,12 +273,24 @@ def note_answer(prediction: Prediction, face_index: int, saved: SaveResult, sour
                            saved.object_key) or warning
 
 
+@st.cache_data(ttl=3600, show_spinner=False)
+def sweep_review(_settings: Settings, uri: str) -> int:
+    """Drop review crops older than the queue's window, at most once an hour per process and store."""
+    from facexpr.errors import FacexprError
+    from facexpr.review import sweep
+
+    try:
+        return sweep(_settings)
+    except FacexprError:
+        return 0  # the store is down: try again next hour
+
+
 def review_skipped() -> set[str]:
     """Record ids this session chose to skip in the review queue."""
     return st.session_state.setdefault("_review_skipped", set())
 
 
-def keep_for_review_once(prediction: Prediction, data: bytes) -> str | None:
+def keep_for_review_once(prediction: Prediction) -> str | None:
     """Keep this session's answer for the review queue once (widget reruns do not store again)."""
     from facexpr.review import keep_for_review
 
@@ -286,4 +298,4 @@ def keep_for_review_once(prediction: Prediction, data: bytes) -> str | None:
     if prediction.no_face or st.session_state.get("_kept_for_review") == key:
         return None
     st.session_state["_kept_for_review"] = key
-    return keep_for_review(get_settings(), prediction, data)
+    return keep_for_review(get_settings(), prediction)

@@ -131,6 +131,6 @@ with answer_col:
 history_note = record_once(prediction, source)
 if history_note:
     st.warning(history_note)
-review_note = keep_for_review_once(prediction, data)  # so the Review page can ask people later
+review_note = keep_for_review_once(prediction)  # so the Review page can ask people later
 if review_note:
     st.caption(review_note)

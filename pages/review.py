@@ -7,8 +7,8 @@ from facexpr.errors import FacexprError
 from facexpr.faces import Box
 from facexpr.imaging import decode_gray
 from facexpr.labels import EXPRESSIONS
-from facexpr.review import REVIEW_DAYS, label_item, load_crop, load_photo, review_queue
-from facexpr.ui import get_history, get_settings, review_skipped, session_group
+from facexpr.review import REVIEW_DAYS, label_item, load_crop, load_photo, review_queue, review_uri
+from facexpr.ui import get_history, get_settings, review_skipped, session_group, sweep_review
 
 st.title("Review")
 st.caption(f"Answers from the last {REVIEW_DAYS} days that nobody has confirmed or corrected yet: first "
@@ -16,6 +16,7 @@ st.caption(f"Answers from the last {REVIEW_DAYS} days that nobody has confirmed 
            "like a correction on the Classify page and teaches the next model.")
 
 settings = get_settings()
+sweep_review(settings, review_uri(settings))
 try:
     queue = review_queue(get_history(), settings, skip=review_skipped())
 except FacexprError as exc:

@@ -218,10 +218,12 @@ def history_hashes(data_dir: Path) -> set[str]:
 
 
 def stored_files(data_dir: Path) -> list[Path]:
-    """Images or outbox items kept for a person's answer (history databases aside)."""
+    """Images or outbox items kept for a person's answer (history databases aside, and the review
+    queue's copy of an answered face: its crop and a small gray photo, see facexpr/review.py)."""
     if not data_dir.exists():
         return []
-    return [p for p in data_dir.rglob("*") if p.is_file() and not p.name.startswith("history")]
+    return [p for p in data_dir.rglob("*") if p.is_file() and not p.name.startswith("history")
+            and "review" not in p.relative_to(data_dir).parts[:1]]
 
 
 # ---------------------------------------------------------------- through the page

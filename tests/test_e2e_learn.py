@@ -10,14 +10,11 @@ import json
 import re
 from datetime import UTC, datetime, timedelta
 
-import numpy as np
-
 from facexpr.config import load_settings
 from facexpr.history import EMBEDDED_FILE, SqliteHistory
 from facexpr.registry import ModelRegistry
 from facexpr.review import keep_for_review
 from facexpr.store import open_store
-from tests.conftest import image_bytes
 from tests.layouts import make_layout
 from tests.test_e2e_browser import STEP_MS, _main, app_server, browser, evidence_on_failure  # noqa: F401
 from tests.test_page_learn import FAST
@@ -53,7 +50,7 @@ def test_review_retrain_promote_rollback(browser, tmp_path, tiny_model_path):  #
     for step, (sha, expression, confidence) in enumerate((("a", "happy", 0.9), ("b", "sad", 0.3))):
         prediction = answer(sha, expression, confidence, model="tiny-served")
         history.record(prediction, "upload", now - timedelta(minutes=10 - step))
-        keep_for_review(settings, prediction, image_bytes(np.full((96, 96), 128, np.uint8)))
+        keep_for_review(settings, prediction)
     history.close()
 
     env = {"FACEXPR_DATA_DIR": str(settings.data_dir), "FACEXPR_TRAIN_DATA": str(tmp_path / "fer"),

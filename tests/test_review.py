@@ -14,9 +14,9 @@ from facexpr.faces import Box
 from facexpr.history import EMBEDDED_FILE, SqliteHistory
 from facexpr.labels import EXPRESSIONS, INDEX
 from facexpr.predict import FaceResult, Prediction
-from facexpr.review import keep_for_review, label_item, review_queue, review_uri
+from facexpr.review import keep_for_review, label_item, review_queue, review_uri, sweep
 from facexpr.store import open_store
-from tests.conftest import ROOT, image_bytes
+from tests.conftest import ROOT
 from tests.histories import NOW
 
 PAGE = str(ROOT / "pages" / "review.py")
@@ -32,7 +32,7 @@ def answer(sha: str, expression: str, confidence: float, model: str = "m2", face
                           ("decode", "detect", "classify", "total"), 1.0))
 
 
-def seed(store_history, settings, photo: bytes) -> dict[str, list[str]]:
+def seed(store_history, settings) -> dict[str, list[str]]:
     """Six faces; the queue should hold four, in the order c, b, a... (see the test)."""
     when = NOW - timedelta(hours=5)
     ids = {}
@@ -50,15 +50,15 @@ def seed(store_history, settings, photo: bytes) -> dict[str, list[str]]:
             at = when + timedelta(minutes=step * 3 + k)
             ids.setdefault(sha, []).extend(store_history.record(prediction, "upload", at))
             if sha != "f":
-                keep_for_review(settings, prediction, photo)
+                keep_for_review(settings, prediction)
     store_history.attach_feedback(ids["d"][0], "sad", True, None)
     store_history.attach_feedback(ids["e"][0], "happy", True, None)
     return ids
 
 
-def test_queue_order_on_every_backend(history, astronaut_bytes):
+def test_queue_order_on_every_backend(history):
     settings = load_settings()
-    ids = seed(history, settings, astronaut_bytes)
+    ids = seed(history, settings)
     queue = review_queue(history, settings, now=NOW)
     assert [q.image_sha256[:1] for q in queue] == ["c", "b", "a"]
     assert queue[0].other == ("m1", "fear") and queue[0].model_version == "m2"  # the newest record shown
@@ -67,30 +67,30 @@ def test_queue_order_on_every_backend(history, astronaut_bytes):
     assert review_queue(history, settings, now=NOW + timedelta(days=31)) == []  # older than the window
 
 
-def test_labelling_goes_through_the_relabel_path(history, astronaut_bytes):
+def test_labelling_goes_through_the_relabel_path(history):
     settings = load_settings()
-    seed(history, settings, astronaut_bytes)
+    seed(history, settings)
     item = review_queue(history, settings, now=NOW)[1]  # b: sad at 30 %
     saved, warning = label_item(settings, history, item, "fear")
     assert warning is None and not saved.queued and saved.label == "fear" and not saved.confirmed
     relabeled = open_store(settings.relabeled_uri)
     assert relabeled.list_keys() == [saved.key] and saved.key.startswith("fear/")
     assert relabeled.metadata(saved.key)["predicted-expression"] == "sad"
-    assert open_store(str(settings.data_dir / "originals")).list_keys()  # the photo, as on Classify
+    assert open_store(str(settings.data_dir / "originals")).list_keys() == []  # the upload was never kept
     assert history.get(item.record_id)["feedback"]["label"] == "fear"
     assert [q.image_sha256[:1] for q in review_queue(history, settings, now=NOW)] == ["c", "a"]
     review = open_store(review_uri(settings)).list_keys()
     assert not [k for k in review if k.startswith("b" * 64)]  # nothing kept once answered
 
 
-def test_review_page_labels_one_face_per_click(astronaut_bytes):
+def test_review_page_labels_one_face_per_click():
     settings = load_settings()
     embedded = SqliteHistory(settings.data_dir / EMBEDDED_FILE)
     now = datetime.now(UTC)
     for step, (sha, expression, confidence) in enumerate((("a", "happy", 0.9), ("b", "sad", 0.3))):
         prediction = answer(sha, expression, confidence)
         embedded.record(prediction, "upload", now - timedelta(minutes=10 - step))
-        keep_for_review(settings, prediction, image_bytes(np.full((96, 96), 128, np.uint8)))
+        keep_for_review(settings, prediction)
     embedded.close()
 
     at = AppTest.from_file(PAGE, default_timeout=60).run()
@@ -117,3 +117,13 @@ def test_classify_keeps_the_answer_for_review(use_tiny_model, astronaut_bytes):
     keys = open_store(review_uri(load_settings())).list_keys()
     assert len(keys) == 2 and any(k.endswith("/face-0.png") for k in keys)
     assert any("/photo." in k for k in keys)
+
+
+def test_nothing_stays_for_review_past_the_window(astronaut_bytes):
+    settings = load_settings()
+    keep_for_review(settings, answer("a", "happy", 0.9, faces=2))
+    store = open_store(review_uri(settings))
+    assert len(store.list_keys()) == 3  # two crops and the photo
+    assert sweep(settings) == 0 and len(store.list_keys()) == 3  # young: kept
+    assert sweep(settings, now=datetime.now(UTC) + timedelta(days=31)) == 3
+    assert store.list_keys() == []
