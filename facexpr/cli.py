@@ -465,7 +465,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the new version's name in the model store (default retrain-<UTC time>)")
     p.add_argument("--epochs", type=int, default=None, help="passes over the replay sample (default 4)")
     p.add_argument("--share", type=_share, default=None,
-                   help="corrections' share of every batch (default 0.5)")
+                   help="corrections' share of every batch (default 0.25)")
     p.add_argument("--replay", type=int, default=None, help="training images replayed (default 2800)")
     p.add_argument("--learning-rate", type=float, default=None, help="peak learning rate (default 0.005)")
     p.add_argument("--heldout", type=float, default=None,

@@ -67,7 +67,7 @@ def test_corrections_teach_a_pattern_the_base_never_predicts(fer, base_model, ca
     assert (base.predict(np.stack(boards)).argmax(1) != INDEX["disgust"]).all()  # never, before
 
     assert main(["retrain", "--data", str(fer), "--out", "boards", "--model", str(base_model),
-                 "--epochs", "3", "--replay", "140", "--learning-rate", "0.05"]) == 0
+                 "--epochs", "3", "--replay", "140", "--learning-rate", "0.05", "--share", "0.5"]) == 0
     out = capsys.readouterr().out
     registry = ModelRegistry(settings)
     card = registry.card("boards")
@@ -89,7 +89,8 @@ def test_guardrail_refuses_a_model_that_loses_val(fer, base_model, capsys):
     # People "correct" flat mid-gray faces (the base's happy, 108) to angry: learnt, it costs val.
     add_corrections(settings, lambda rng: np.clip(108 + rng.normal(0, 8, (48, 48)), 0, 255).astype(np.uint8),
                     "angry", 36)
-    result = retrain(settings, str(fer), "loses-val", tiny_retrain(share=0.8), base_path=str(base_model))
+    result = retrain(settings, str(fer), "loses-val", tiny_retrain(share=0.8, learning_rate=0.05),
+                     base_path=str(base_model))
     verdict = result.record["guardrail"]
     val_rule = next(r for r in verdict["rules"] if "val" in r["rule"])
     assert result.record["after"]["val"]["accuracy"] < result.record["before"]["val"]["accuracy"] - 0.01
