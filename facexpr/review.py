@@ -48,11 +48,13 @@ def review_uri(settings: Settings) -> str:
     return str(Path(settings.data_dir) / REVIEW)
 
 
-def review_photo(gray: np.ndarray) -> bytes:
-    """The review copy of a photo: its gray image shrunk to at most PHOTO_SIDE px a side (PNG)."""
+def review_photo(gray: np.ndarray) -> tuple[bytes, float]:
+    """The review copy of a photo: its gray image shrunk to at most PHOTO_SIDE px a side (PNG),
+    and the scale from the original's coordinates (the history's boxes) to the copy's."""
     image = Image.fromarray(np.asarray(gray, dtype=np.uint8))
+    width = image.width
     image.thumbnail((PHOTO_SIDE, PHOTO_SIDE), Image.Resampling.BILINEAR)
-    return encode_png(np.asarray(image))
+    return encode_png(np.asarray(image)), image.width / max(width, 1)
 
 
 def keep_for_review(settings: Settings, prediction: Any) -> str | None:
@@ -65,7 +67,8 @@ def keep_for_review(settings: Settings, prediction: Any) -> str | None:
         store = open_store(review_uri(settings))
         photo_key = f"{sha}/photo.png"
         if not store.exists(photo_key):
-            store.put(photo_key, review_photo(prediction.gray))
+            png, scale = review_photo(prediction.gray)
+            store.put(photo_key, png, {"scale": f"{scale:.6f}"})
         for i, face in enumerate(prediction.faces):
             store.put(f"{sha}/face-{i}.png", encode_png(face.crop))
     except FacexprError as exc:
@@ -140,13 +143,16 @@ def load_crop(settings: Settings, item: ReviewItem) -> np.ndarray:
         return np.asarray(im.convert("L"), dtype=np.uint8)
 
 
-def load_photo(settings: Settings, item: ReviewItem) -> bytes | None:
+def load_photo(settings: Settings, item: ReviewItem) -> tuple[bytes, list[int]] | None:
+    """The review copy of ITEM's photo and the face's box in its coordinates; None when gone."""
     if item.photo_key is None:
         return None
     try:
-        return open_store(review_uri(settings)).get(item.photo_key)
-    except FacexprError:
+        store = open_store(review_uri(settings))
+        data, scale = store.get(item.photo_key), float(store.metadata(item.photo_key).get("scale", 1))
+    except (FacexprError, ValueError):
         return None
+    return data, [round(v * scale) for v in item.box]
 
 
 def label_item(settings: Settings, history: Any, item: ReviewItem, label: str, group: str | None = None

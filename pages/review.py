@@ -39,8 +39,8 @@ with photo_col:
     photo = load_photo(settings, item)
     if photo is not None:
         try:
-            boxes = [Box(*item.box)] if len(item.box) == 4 else []
-            st.image(draw_faces(decode_gray(photo), boxes), caption="The photo, this face marked",
+            boxes = [Box(*photo[1])] if len(photo[1]) == 4 else []
+            st.image(draw_faces(decode_gray(photo[0]), boxes), caption="The photo, this face marked",
                      width="stretch")
         except FacexprError:
             st.caption("The photo cannot be shown.")

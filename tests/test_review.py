@@ -127,3 +127,24 @@ def test_nothing_stays_for_review_past_the_window(astronaut_bytes):
     assert sweep(settings) == 0 and len(store.list_keys()) == 3  # young: kept
     assert sweep(settings, now=datetime.now(UTC) + timedelta(days=31)) == 3
     assert store.list_keys() == []
+
+
+def test_the_review_photo_is_small_and_its_box_scaled():
+    from facexpr.review import PHOTO_SIDE, load_photo
+
+    settings = load_settings()
+    prediction = answer("a", "happy", 0.9)
+    prediction.gray = np.zeros((960, 640), np.uint8)  # twice the review copy's size
+    history = SqliteHistory(settings.data_dir / EMBEDDED_FILE)
+    history.record(prediction, "upload")
+    keep_for_review(settings, prediction)
+    item = review_queue(history, settings)[0]
+    data, box = load_photo(settings, item)
+    import io
+
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as photo:
+        assert max(photo.size) == PHOTO_SIDE and photo.size == (213, 320)
+    assert box == [round(v * 213 / 640) for v in (10, 10, 40, 40)]
+    history.close()
