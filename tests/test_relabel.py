@@ -98,7 +98,8 @@ def test_save_stores_crop_under_label_and_original_once(backend):
     assert np.array_equal(np.asarray(Image.open(io.BytesIO(data))), crop)
     assert store.metadata(result.key) == {
         "predicted-expression": "happy", "confidence": "0.700000", "model-version": "model-v1",
-        "saved-at": "2026-05-01T12:00:00+00:00", "label": "sad"}
+        "saved-at": "2026-05-01T12:00:00+00:00", "label": "sad",
+        "image-sha256": sha(upload)}  # which photo it came from (for retrain's held-out split)
     assert open_store(originals_uri(backend)).get(result.original_key) == upload
 
 

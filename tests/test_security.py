@@ -172,7 +172,8 @@ def test_a_hostile_file_name_never_shapes_a_storage_key(name, use_tiny_model, as
     assert not at.exception and at.success, [e.value for e in at.error]
     keys = stored(isolated_settings)
     assert keys, "nothing was stored"
-    layout = r"(relabeled/[a-z]+/[0-9a-f]{64}\.png|originals/[0-9a-f]{64}\.jpg)(\.meta\.json)?"
+    layout = (r"(relabeled/[a-z]+/[0-9a-f]{64}\.png|originals/[0-9a-f]{64}\.jpg"
+              r"|review/[0-9a-f]{64}/(face-\d+|photo)\.png)(\.meta\.json)?")  # review: the queue's copy
     for key in keys:  # content hashes under the server's own layout, inside the data folder
         assert re.fullmatch(layout, key), key
     outside = [p for p in isolated_settings.parent.rglob("*") if "evil" in p.name or p.name == "x.png"]
