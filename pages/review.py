@@ -8,8 +8,16 @@ from facexpr.faces import Box
 from facexpr.imaging import decode_gray
 from facexpr.labels import EXPRESSIONS
 from facexpr.review import REVIEW_DAYS, label_item, load_crop, load_photo, review_queue, review_uri
-from facexpr.ui import get_history, get_settings, review_skipped, session_group, sweep_review
+from facexpr.ui import (
+    get_history,
+    get_settings,
+    review_skipped,
+    session_group,
+    sweep_review,
+    through_the_entry_script,
+)
 
+through_the_entry_script()  # a deep link as the first request (facexpr.ui)
 st.title("Review")
 st.caption(f"Answers from the last {REVIEW_DAYS} days that nobody has confirmed or corrected yet: first "
            "where the two latest models disagree, then the least confident. Each label you give is stored "
