@@ -470,7 +470,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--learning-rate", type=float, default=None, help="peak learning rate (default 0.005)")
     p.add_argument("--heldout", type=float, default=None,
                    help="fraction of correction groups held out to test on (default 0.2)")
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--seed", type=int, default=None, help="seed of the replay and the fine-tune (1234)")
     p.add_argument("--photos-val", default=None, metavar="DIR",
                    help="labelled photos DIR/<expression>/<image> to score before and after")
     p.add_argument("--model", default=None, help="start from this model instead of the served one")
@@ -480,7 +480,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("models", help="list the versions in the model store and which one is served")
     p.set_defaults(func=_cmd_models)
     p = sub.add_parser("promote", help="serve a version from the model store")
-    p.add_argument("name", metavar="NAME")
+    p.add_argument("name", metavar="NAME", help="the version's name (see `models`)")
     p.add_argument("--force", action="store_true", help="serve it even though it failed its guardrail")
     p.set_defaults(func=_cmd_promote)
     p = sub.add_parser("rollback", help="serve the version served before the current one")
@@ -489,12 +489,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("import-corrections",
                        help="labelled photos DIR/<expression>/<image> → corrections, "
                             "as the Classify page stores them")
-    p.add_argument("dir", metavar="DIR")
+    p.add_argument("dir", metavar="DIR", help="labelled photos DIR/<expression>/<image>")
     p.add_argument("--source", default="import", help="history source of these answers (default import)")
     p.add_argument("--group", default=None, metavar="REGEX",
                    help="regex whose first group in the file name names the person (kept together "
                         "by retrain's held-out split), e.g. '^[AB](\\w\\d\\d)' for KDEF")
-    p.add_argument("--model", default=None)
+    p.add_argument("--model", default=None, help="model file (default: the served model)")
     p.set_defaults(func=_cmd_import_corrections)
 
     p = sub.add_parser("sync", help="deliver relabeled images waiting in the local outbox to the store")
