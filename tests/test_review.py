@@ -51,6 +51,7 @@ def seed(store_history, settings) -> dict[str, list[str]]:
             ids.setdefault(sha, []).extend(store_history.record(prediction, "upload", at))
             if sha != "f":
                 keep_for_review(settings, prediction)
+    store_history.record(answer("g", "happy", 0.1, faces=0), "upload", when)  # no face: nothing to review
     store_history.attach_feedback(ids["d"][0], "sad", True, None)
     store_history.attach_feedback(ids["e"][0], "happy", True, None)
     return ids

@@ -381,7 +381,8 @@ class MongoHistory:
                                  "confidence", "probabilities", "source")}
 
         def work(coll) -> list[dict[str, Any]]:
-            query = {**self._window(since, None), "feedback": {"$exists": False}}
+            query = {**self._window(since, None), "feedback": {"$exists": False},
+                     "no_face": {"$ne": True}}  # a no-face document has no face to review
             docs = list(coll.find(query, fields).sort([("ts", -1), ("_id", -1)]).limit(int(limit)))
             shas = sorted({d["image_sha256"] for d in docs})
             answered = {(a["image_sha256"], a["face_index"]) for a in coll.find(

@@ -378,6 +378,7 @@ class SqliteHistory:
         rows = self._query(
             "SELECT id, ts, model_version, image_sha256, face_index, box, expression, confidence, "
             "probabilities, source FROM predictions p WHERE ts >= ? AND feedback_label IS NULL "
+            "AND face_index >= 0 "  # a no-face row (-1) has no face to review
             "AND NOT EXISTS (SELECT 1 FROM predictions a WHERE a.feedback_label IS NOT NULL "
             "AND a.image_sha256 = p.image_sha256 AND a.face_index = p.face_index) "
             "ORDER BY ts DESC, id DESC LIMIT ?", (lo, int(limit)))
