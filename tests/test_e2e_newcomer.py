@@ -40,7 +40,8 @@ def test_deep_link_svg_and_phone_sidebar(browser, tmp_path, tiny_model_path):  #
             page.goto(url + "/batch")
             page.locator("[data-testid='stSidebar']").get_by_text("Model tiny-test").wait_for(timeout=SLOW_MS)
             nav = page.locator("[data-testid='stSidebarNav']").inner_text().split()
-            assert [w for w in nav if w.isalpha()] == ["Classify", "Batch", "Model", "health", "Review", "Learn"], nav
+            pages = ["Classify", "Batch", "Model", "health", "Review", "Learn"]
+            assert [w for w in nav if w.isalpha()] == pages, nav
             assert _main(page).locator("h1").first.inner_text().strip() == "Batch"
             assert page.title() == "facexpr"
 
