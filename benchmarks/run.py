@@ -402,7 +402,7 @@ def section_train(model: str, steps: int = 48, warmup: int = 8) -> dict[str, Any
     n = recipe.batch_size * steps
     train = Dataset(rng.integers(0, 256, (n, 48, 48), dtype=np.uint8), rng.integers(0, 7, n), "synthetic")
     val = Dataset(train.images[:256], train.labels[:256], "synthetic")
-    train_ds, _ = _make_datasets(train, val, recipe)
+    train_ds, _ = _make_datasets(train, train.one_hot(), val, recipe)
     network = build_network(recipe.widths, recipe.dropout, recipe.seed)
     _compile(network, recipe, steps)
     marks: list[float] = []

@@ -1,4 +1,4 @@
-"""`facexpr …` (or `python -m facexpr …`): predict, evaluate, train, retrain, models, promote,
+"""`facexpr …` (or `python -m facexpr …`): predict, evaluate, train, pack, retrain, models, promote,
 rollback, sync, import-corrections, import-fer2013, upload-dataset, serve."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from facexpr.augment import AUGMENTATIONS
 from facexpr.errors import FacexprError
 from facexpr.imaging import PHOTO_SUFFIXES
 from facexpr.model import PRECISIONS
@@ -207,9 +208,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
         recipe.learning_rate = args.learning_rate
     if args.ferplus:
         recipe.ferplus, recipe.ferplus_weight = args.ferplus, args.ferplus_weight
+    if args.precision is not None:
+        recipe.precision = args.precision
     recipe.init_from = args.init_from
+    recipe.augment = args.augment
     relabeled = args.relabeled if args.relabeled is not None else load_settings().relabeled_uri
-    card = train(args.data, args.out, relabeled_uri=relabeled or None, recipe=recipe, resume=args.resume)
+    card = train(args.data, args.out, relabeled_uri=relabeled or None, recipe=recipe, resume=args.resume,
+                 loader_workers=args.loader_workers)
     val = card.val
     print(f"\nWrote {args.out}.keras and {args.out}.json")
     print(f"val accuracy {val.accuracy:.4f}  macro F1 {val.macro_f1:.4f}  (n={val.n}, "
@@ -351,6 +356,15 @@ def _cmd_import_corrections(args: argparse.Namespace) -> int:
     return 0 if not report.unreadable else 2
 
 
+def _cmd_pack(args: argparse.Namespace) -> int:
+    from facexpr.data import pack_dataset
+
+    counts = pack_dataset(args.data, args.out, args.ferplus)
+    size = Path(args.out).stat().st_size / 2**20
+    print(f"Wrote {args.out} ({size:.1f} MiB): " + "  ".join(f"{k} {v}" for k, v in counts.items()))
+    return 0
+
+
 def _cmd_sync(args: argparse.Namespace) -> int:
     from facexpr.config import load_settings
     from facexpr.relabel import flush_outbox, outbox_for
@@ -455,6 +469,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="share of the FER+ votes in each target, below 0.5 (default 0.3)")
     p.add_argument("--init-from", default=None, metavar="MODEL",
                    help="start from this .keras model's weights (same --widths): a warm restart")
+    p.add_argument("--augment", choices=AUGMENTATIONS, default="standard",
+                   help="photo: also photo-like framing, resolution, blur, JPEG and lighting (README)")
+    p.add_argument("--precision", choices=["mixed_bfloat16", "float32"], default=None,
+                   help="training compute (default: mixed_bfloat16 where the CPU has it, else float32)")
+    p.add_argument("--loader-workers", type=int, default=1,
+                   help="threads making augmented batches in the numpy pipeline (results do not change)")
     p.add_argument("--out", default="models/facexpr", help="models/NAME: writes NAME.keras and NAME.json")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint of this --out")
     p.set_defaults(func=_cmd_train)
@@ -496,6 +516,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "by retrain's held-out split), e.g. '^[AB](\\w\\d\\d)' for KDEF")
     p.add_argument("--model", default=None, help="model file (default: the served model)")
     p.set_defaults(func=_cmd_import_corrections)
+
+    p = sub.add_parser("pack", help="an image layout's train/ and val/ (+ FER+ votes) as one .npz")
+    p.add_argument("--data", required=True, help="local folder or s3://bucket/prefix (with train/ and val/)")
+    p.add_argument("--ferplus", default=None, metavar="CSV", help="also pack these FER+ votes")
+    p.add_argument("--out", required=True, help="the .npz to write (train --data OUT.npz reads it)")
+    p.set_defaults(func=_cmd_pack)
 
     p = sub.add_parser("sync", help="deliver relabeled images waiting in the local outbox to the store")
     p.set_defaults(func=_cmd_sync)

@@ -145,7 +145,15 @@ class FerPlusVotes:
 
 
 def load_ferplus(uri: str) -> FerPlusVotes:
-    """Read ferplus_labels.csv (index, usage, neutral, happiness, …, contempt, unknown, NF)."""
+    """Read ferplus_labels.csv (index, usage, neutral, happiness, …, contempt, unknown, NF),
+    or the FER+ table inside a packed `.npz` (`pack_dataset`)."""
+    if str(uri).endswith(".npz"):
+        with _open_packed(uri) as packed:
+            if "ferplus_rows" not in packed:
+                raise DataError(f"{uri} was packed without FER+ votes (pack it with --ferplus).")
+            rows, votes = packed["ferplus_rows"], packed["ferplus_votes"]
+            return FerPlusVotes({int(r): v for r, v in zip(rows, votes, strict=True)},
+                                {int(r) for r in packed["ferplus_not_face"]})
     text = read_uri(uri).decode("utf-8", errors="replace")
     reader = csv.DictReader(io.StringIO(text))
     if not reader.fieldnames or not {"index", "NF", *FERPLUS_COLUMNS} <= set(reader.fieldnames):
@@ -232,3 +240,55 @@ def _put_all(store, jobs, total: int, what: str, workers: int) -> None:
             done += 1
             if done % 200 == 0 or done == total:
                 _progress(done, total, what)
+
+
+PACK_FORMAT = 1
+
+
+def pack_dataset(data_uri: str, out: str | os.PathLike, ferplus_uri: str | None = None) -> dict[str, int]:
+    """DATA's train/ and val/ (+ the FER+ votes) in one compressed `.npz`, for `train --data OUT`
+    on a machine that has no copy of the layout. Returns the image count per part."""
+    train, val = load_layout(f"{data_uri.rstrip('/')}/train"), load_layout(f"{data_uri.rstrip('/')}/val")
+    arrays: dict[str, np.ndarray] = {"format": np.array(PACK_FORMAT)}
+    for part, ds in (("train", train), ("val", val)):
+        arrays[f"{part}_images"], arrays[f"{part}_labels"] = ds.images, ds.labels
+        arrays[f"{part}_keys"] = np.array(ds.keys, dtype=np.str_)
+        arrays[f"{part}_skipped"] = np.array(ds.skipped)
+    if ferplus_uri:
+        votes = load_ferplus(ferplus_uri)
+        rows = np.array(sorted(votes.votes), dtype=np.int64)
+        arrays["ferplus_rows"] = rows
+        arrays["ferplus_votes"] = np.stack([votes.votes[r] for r in rows]) if len(rows) else np.zeros((0, 7))
+        arrays["ferplus_not_face"] = np.array(sorted(votes.not_face), dtype=np.int64)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp.npz")
+    np.savez_compressed(tmp, **arrays)
+    tmp.replace(out)  # all or nothing: a half-written pack never has the final name
+    return {"train": len(train), "val": len(val), **({"ferplus_rows": len(arrays["ferplus_rows"])}
+                                                     if ferplus_uri else {})}
+
+
+def _open_packed(uri: str | os.PathLike):
+    try:
+        packed = np.load(Path(uri), allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"Cannot read packed data {uri}: {exc}") from exc
+    if "format" not in packed or int(packed["format"]) != PACK_FORMAT:
+        packed.close()
+        raise DataError(f"{uri} is not a facexpr pack (python -m facexpr pack).")
+    return packed
+
+
+def load_packed(uri: str | os.PathLike) -> tuple[Dataset, Dataset]:
+    """(train, val) from a `.npz` written by `pack_dataset`."""
+    with _open_packed(uri) as packed:
+        parts = []
+        for part in ("train", "val"):
+            images = packed[f"{part}_images"]
+            if images.ndim != 3 or images.shape[1:] != (CROP_SIZE, CROP_SIZE) or images.dtype != np.uint8:
+                raise DataError(f"{uri}: {part} images are {images.shape} {images.dtype}, "
+                                f"not (N, {CROP_SIZE}, {CROP_SIZE}) uint8.")
+            parts.append(Dataset(images, packed[f"{part}_labels"].astype(np.int64), f"{uri}#{part}",
+                                 int(packed[f"{part}_skipped"]), [str(k) for k in packed[f"{part}_keys"]]))
+    return parts[0], parts[1]

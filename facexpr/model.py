@@ -105,12 +105,13 @@ def _number(value: Any) -> float | None:
 
 
 # What training writes: typed fields, then the sections `evaluate --add-to-card` may not take over.
-RESERVED_CARD_KEYS = frozenset({"name", "trained_at", "classes", "input", "data", "recipe", "parameters",
-                                "seed", "epochs", "wall_time_s", "machine", "val", "history", "init_from"})
+RESERVED_CARD_KEYS = frozenset({"name", "trained_at", "classes", "input", "data", "recipe", "augmentation",
+                                "parameters", "seed", "epochs", "wall_time_s", "machine", "val", "history",
+                                "init_from"})
 _TYPED = ("name", "trained_at", "classes", "data", "epochs", "wall_time_s", "val")
 # The order a new card is written in: what it is, what it learnt from, how, how well.
-_CARD_ORDER = ("name", "trained_at", "classes", "input", "data", "init_from", "recipe", "parameters", "seed",
-               "epochs", "wall_time_s", "machine", "val", "history")
+_CARD_ORDER = ("name", "trained_at", "classes", "input", "data", "init_from", "recipe", "augmentation",
+               "parameters", "seed", "epochs", "wall_time_s", "machine", "val", "history")
 
 
 @dataclass

@@ -21,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from facexpr.data import Dataset, load_ferplus, load_layout
+from facexpr.augment import Augmentation, augment_batch, batch_rng, epoch_order
+from facexpr.data import Dataset, load_ferplus, load_layout, load_packed
 from facexpr.errors import DataError
 from facexpr.evaluate import report
 from facexpr.inference import has_native_bf16
@@ -50,6 +51,10 @@ class Recipe:
     ferplus: str | None = None  # ferplus_labels.csv: a local path or s3://bucket/key
     init_from: str | None = None  # a .keras model of the same widths to start from (a warm restart)
     precision: str = field(default_factory=lambda: "mixed_bfloat16" if has_native_bf16() else "float32")
+    augment: str = "standard"  # or "photo": photo-like framing, resolution, blur, JPEG, lighting (augment.py)
+
+    def augmentation(self) -> Augmentation:
+        return Augmentation(self.augment, self.rotation_deg, self.shift, self.zoom, self.erase_prob)
 
 
 def _join(uri: str, part: str) -> str:
@@ -58,7 +63,12 @@ def _join(uri: str, part: str) -> str:
 
 def load_training_data(data_uri: str, relabeled_uri: str | None, recipe: Recipe
                        ) -> tuple[Dataset, Dataset, Dataset]:
-    """(train, val, relabeled). DATA holds train/ and val/, or is one layout split by seed."""
+    """(train, val, relabeled). DATA holds train/ and val/, or is one layout split by seed,
+    or is a packed `.npz` (`pack_dataset`)."""
+    relabeled = load_layout(relabeled_uri, required=False) if relabeled_uri else Dataset.concat([], "")
+    if str(data_uri).endswith(".npz"):
+        train, val = load_packed(data_uri)
+        return train, val, relabeled
     train = load_layout(_join(data_uri, "train"), required=False)
     if len(train):
         val = load_layout(_join(data_uri, "val"), required=False)
@@ -70,7 +80,6 @@ def load_training_data(data_uri: str, relabeled_uri: str | None, recipe: Recipe
         train, val = everything.subset(order[n_val:]), everything.subset(order[:n_val])
     if not len(val):
         raise DataError(f"{data_uri} has train/ but no val/ images to evaluate on.")
-    relabeled = load_layout(relabeled_uri, required=False) if relabeled_uri else Dataset.concat([], "")
     return train, val, relabeled
 
 
@@ -126,7 +135,50 @@ def _augmenter(recipe: Recipe):
     return augment
 
 
-def _make_datasets(train: Dataset, targets: np.ndarray, val: Dataset, recipe: Recipe):
+def _backend() -> str:
+    import keras
+
+    return keras.backend.backend()
+
+
+def _numpy_batches(train: Dataset, targets: np.ndarray, recipe: Recipe, workers: int = 1):
+    """A keras PyDataset of augmented batches (numpy + OpenCV; runs on any Keras backend)."""
+    import keras
+
+    class Batches(keras.utils.PyDataset):
+        def __init__(self):
+            super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=16)
+            self.epoch = 0
+            self.aug = recipe.augmentation()
+            self._order: tuple[int, np.ndarray] | None = None
+
+        def __len__(self) -> int:
+            return len(train) // recipe.batch_size
+
+        def order(self) -> np.ndarray:
+            if self._order is None or self._order[0] != self.epoch:
+                self._order = (self.epoch, epoch_order(len(train), recipe.seed, self.epoch))
+            return self._order[1]
+
+        def __getitem__(self, index: int):
+            rows = self.order()[index * recipe.batch_size:(index + 1) * recipe.batch_size]
+            rng = batch_rng(recipe.seed, self.epoch, index)
+            return augment_batch(train.images[rows], rng, self.aug), targets[rows]
+
+        def on_epoch_end(self) -> None:
+            self.epoch += 1
+
+    return Batches()
+
+
+def _make_datasets(train: Dataset, targets: np.ndarray, val: Dataset, recipe: Recipe,
+                   initial_epoch: int = 0, workers: int = 1):
+    """(train batches, val data). The recipe's standard augmentation on TensorFlow runs in tf.data
+    as it always has; photo augmentation, or any other backend, uses the numpy pipeline."""
+    if recipe.augment != "standard" or _backend() != "tensorflow":
+        batches = _numpy_batches(train, targets, recipe, workers)
+        batches.epoch = initial_epoch
+        return batches, (val.images[..., None].astype(np.float32), val.one_hot())
     import tensorflow as tf
 
     x, y = train.images[..., None].astype(np.float32), targets
@@ -157,7 +209,7 @@ def _compile(network, recipe: Recipe, steps_per_epoch: int) -> None:
 
 
 def _machine() -> dict[str, Any]:
-    import tensorflow as tf
+    import keras
 
     cpu = platform.processor() or platform.machine()
     try:
@@ -167,16 +219,35 @@ def _machine() -> dict[str, Any]:
                 break
     except OSError:
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
-            "tensorflow": tf.__version__, "platform": platform.platform()}
+    found = {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+             "keras": keras.__version__, "backend": _backend(), "platform": platform.platform()}
+    if _backend() == "tensorflow":
+        import tensorflow as tf
+
+        found["tensorflow"] = tf.__version__
+    elif _backend() == "jax":
+        import jax
+
+        found["jax"] = jax.__version__
+        found["devices"] = [str(d) for d in jax.devices()]
+    return found
+
+
+def _flip_averaged(network, images: np.ndarray) -> np.ndarray:
+    """Probabilities averaged over each crop and its mirror image, by Keras on any backend."""
+    x = images[..., None].astype(np.float32)
+    return (network.predict(x, batch_size=512, verbose=0)
+            + network.predict(x[:, :, ::-1], batch_size=512, verbose=0)) / 2
 
 
 def train(data_uri: str, out: str | os.PathLike, relabeled_uri: str | None = None,
           recipe: Recipe | None = None, resume: bool = False, checkpoint_dir: Path | None = None,
-          verbose: int | None = None) -> ModelCard:
+          verbose: int | None = None, loader_workers: int = 1) -> ModelCard:
     """Train, evaluate on val with flip averaging, write OUT.keras + OUT.json (+ OUT.png).
 
-    Returns the model card it wrote."""
+    DATA is an image layout or a `.npz` made by `pack_dataset` (one file, for a machine without
+    the layout). LOADER_WORKERS threads make the numpy pipeline's batches (results do not depend
+    on it: each batch is a function of seed, epoch and index). Returns the model card it wrote."""
     import keras
 
     recipe = recipe or Recipe()
@@ -192,7 +263,6 @@ def train(data_uri: str, out: str | os.PathLike, relabeled_uri: str | None = Non
     if len(full_train) < recipe.batch_size:
         recipe.batch_size = max(1, len(full_train))
     steps = len(full_train) // recipe.batch_size
-    train_ds, val_ds = _make_datasets(full_train, targets, val_set, recipe)
 
     checkpoint_dir = Path(checkpoint_dir or out.parent / ".checkpoints" / out.name)
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
@@ -212,6 +282,7 @@ def train(data_uri: str, out: str | os.PathLike, relabeled_uri: str | None = Non
         if recipe.init_from:
             _start_from(network, recipe.init_from)
         _compile(network, recipe, steps)
+    train_ds, val_data = _make_datasets(full_train, targets, val_set, recipe, initial_epoch, loader_workers)
 
     started = time.perf_counter()
 
@@ -225,15 +296,16 @@ def train(data_uri: str, out: str | os.PathLike, relabeled_uri: str | None = Non
                 "wall_time_s": elapsed_before + time.perf_counter() - started}))
 
     if initial_epoch < recipe.epochs:
-        network.fit(train_ds, epochs=recipe.epochs, initial_epoch=initial_epoch,
-                    validation_data=val_ds, callbacks=[Checkpoint()], verbose=verbose)
+        network.fit(train_ds, epochs=recipe.epochs, initial_epoch=initial_epoch, validation_data=val_data,
+                    validation_batch_size=512, callbacks=[Checkpoint()], verbose=verbose)
     wall = elapsed_before + time.perf_counter() - started
 
     # Serve in float32: the saved model then runs the same on any CPU.
     keras.mixed_precision.set_global_policy("float32")
     served = build_network(recipe.widths, recipe.dropout, recipe.seed)
     served.set_weights(network.get_weights())
-    val_probs = Classifier(served).predict(val_set.images)
+    val_probs = (Classifier(served).predict(val_set.images) if _backend() == "tensorflow"
+                 else _flip_averaged(served, val_set.images))
     val_report = report(val_set.labels, val_probs.argmax(1))
 
     card = ModelCard(
@@ -253,6 +325,7 @@ def train(data_uri: str, out: str | os.PathLike, relabeled_uri: str | None = Non
             "input": {"size": [CROP_SIZE, CROP_SIZE], "channels": 1, "pixels": "uint8 0..255, gray"},
             **({"init_from": _init_summary(recipe.init_from)} if recipe.init_from else {}),
             "recipe": _jsonable(asdict(recipe)),
+            "augmentation": _jsonable(asdict(recipe.augmentation())),
             "parameters": int(served.count_params()),
             "seed": recipe.seed,
             "machine": _machine(),
