@@ -31,9 +31,10 @@ def _jpeg(crop: np.ndarray, quality: int = 40) -> np.ndarray:
 Variant = Callable[[np.ndarray, Box], np.ndarray]
 VARIANTS: dict[str, Variant] = {
     "as served": lambda gray, box: crop_face(gray, box),
-    "framing 0.9×": lambda gray, box: crop_face(gray, box, 0.9),
-    "framing 1.1×": lambda gray, box: crop_face(gray, box, 1.1),
-    "framing 1.2×": lambda gray, box: crop_face(gray, box, 1.2),
+    "box as is": lambda gray, box: crop_face(gray, box, 1.0, 0.0),
+    "box 0.9×": lambda gray, box: crop_face(gray, box, 0.9, 0.0),
+    "box 1.1×": lambda gray, box: crop_face(gray, box, 1.1, 0.0),
+    "box 1.2×": lambda gray, box: crop_face(gray, box, 1.2, 0.0),
     "blur σ0.8": lambda gray, box: cv2.GaussianBlur(crop_face(gray, box), (0, 0), 0.8),
     "equalised": lambda gray, box: cv2.equalizeHist(crop_face(gray, box)),
     "JPEG q40": lambda gray, box: _jpeg(crop_face(gray, box)),

@@ -62,3 +62,18 @@ def test_a_face_too_small_for_the_first_pass_is_found_by_the_second(astronaut_by
     assert side * coarsest / 800 < 24 <= side * DETECT_MAX_SIDE / 800  # below the cheap passes' window
     (found,) = detect_faces(canvas)
     assert abs(found.x - face.x * 370 / 512) < 15 and abs(found.y - face.y * 370 / 512) < 15
+
+
+def test_crop_framing_moves_and_scales_the_square():
+    gray = np.zeros((200, 200), dtype=np.uint8)
+    gray[:100] = 255  # bright above the middle row, dark below
+    box = Box(50, 50, 100, 100)  # centred on the boundary
+    as_is = crop_face(gray, box, 1.0, 0.0)
+    assert as_is[:24].mean() == 255 and as_is[24:].mean() == 0
+    # Centre raised by a quarter side: three quarters of the crop lie above the boundary.
+    assert abs(crop_face(gray, box, 1.0, -0.25).mean() - 0.75 * 255) < 6
+    assert abs(crop_face(gray, box, 1.0, 0.25).mean() - 0.25 * 255) < 6
+    gray[:, :] = 0
+    gray[90:110, 90:110] = 255  # a 20 px bright square at the centre
+    # Half the side: the square fills four times the share of the crop.
+    assert crop_face(gray, box, 0.5, 0.0).mean() > crop_face(gray, box, 1.0, 0.0).mean() * 3

@@ -1,0 +1,150 @@
+"""The photo crop's framing tuned with person-wise cross-validation (run by hand).
+
+    python -m benchmarks.photo_framing ../shared/data/headshots-dev [MODEL.keras] [--json OUT]
+
+Sweeps the crop side (SCALE × the detector box) and a vertical offset of the crop's centre
+(OFFSET × the box side, + is down) over the development photos, scoring each framing per fold
+of two people (fold k = F0k and M0k, so a person's photos are only ever on one side). The rule
+that picks a framing, and when it is adopted, was fixed before the sweep ran
+(benchmarks/SELECTION.md): highest mean fold accuracy, ties to the framing nearest today's; the
+choice is also made on 4 folds and scored on the 5th, and adopted only if that nested score beats
+today's framing on the same held-out photos.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from facexpr.evaluate import report
+from facexpr.faces import Box, crop_face, detect_faces
+from facexpr.imaging import decode_gray
+from facexpr.labels import EXPRESSIONS, INDEX
+from facexpr.model import load_classifier
+
+SCALES = (0.80, 0.85, 0.90, 0.95, 1.00, 1.05)
+OFFSETS = (-0.10, -0.05, 0.0, 0.05, 0.10)
+TODAY = (1.00, 0.0)  # the framing before this sweep (the box as is)
+PERSON = re.compile(r"^[AB]([FM]\d\d)")
+
+
+@dataclass
+class Photo:
+    gray: np.ndarray
+    box: Box | None
+    label: int
+    person: str
+
+
+def load_photos(root: Path) -> list[Photo]:
+    photos = []
+    for path in sorted(root.glob("*/*")):
+        if path.parent.name not in INDEX or not path.is_file():
+            continue
+        found = PERSON.match(path.name)
+        if not found:
+            raise SystemExit(f"{path.name}: no person in the name (expected KDEF's e.g. BF03HAS.JPG)")
+        gray = decode_gray(path.read_bytes())
+        boxes = detect_faces(gray)
+        photos.append(Photo(gray, boxes[0] if boxes else None, INDEX[path.parent.name], found.group(1)))
+    return photos
+
+
+def folds_of(photos: list[Photo]) -> np.ndarray:
+    """Fold index per photo: persons F0k and M0k are fold k-1."""
+    return np.array([int(p.person[1:]) - 1 for p in photos])
+
+
+def answers(classifier, photos: list[Photo], scale: float, offset: float) -> np.ndarray:
+    """The model's answer per photo (-1 where no face was found)."""
+    found = [i for i, p in enumerate(photos) if p.box is not None]
+    out = np.full(len(photos), -1)
+    if found:
+        crops = np.stack([crop_face(photos[i].gray, photos[i].box, scale, offset) for i in found])
+        out[found] = classifier.predict(crops).argmax(1)
+    return out
+
+
+def choose(scores: dict[tuple[float, float], float]) -> tuple[float, float]:
+    """Highest score; ties (to 4 decimals) to the framing nearest today's (SELECTION.md)."""
+    return min(scores, key=lambda f: (-round(scores[f], 4), abs(f[0] - 1.0), abs(f[1])))
+
+
+def sweep(classifier, photos: list[Photo]) -> dict:
+    labels = np.array([p.label for p in photos])
+    fold = folds_of(photos)
+    k = fold.max() + 1
+    per_fold: dict[tuple[float, float], np.ndarray] = {}
+    predicted: dict[tuple[float, float], np.ndarray] = {}
+    for scale in SCALES:
+        for offset in OFFSETS:
+            got = answers(classifier, photos, scale, offset)
+            predicted[(scale, offset)] = got
+            per_fold[(scale, offset)] = np.array([(got[fold == f] == labels[fold == f]).mean()
+                                                  for f in range(k)])
+    chosen = choose({f: acc.mean() for f, acc in per_fold.items()})
+    nested, nested_choices = [], []
+    for f in range(k):
+        inner = {fr: np.delete(acc, f).mean() for fr, acc in per_fold.items()}
+        pick = choose(inner)
+        nested_choices.append(pick)
+        nested.append(per_fold[pick][f])
+    today = per_fold[TODAY]
+    return {
+        "n": len(photos), "faces_found": int(sum(p.box is not None for p in photos)),
+        "folds": [sorted({p.person for p, g in zip(photos, fold, strict=True) if g == f}) for f in range(k)],
+        "grid": [{"scale": s, "offset": o, "mean": float(acc.mean()), "sd": float(acc.std(ddof=1)),
+                  "folds": [round(float(a), 4) for a in acc]} for (s, o), acc in per_fold.items()],
+        "chosen": {"scale": chosen[0], "offset": chosen[1]},
+        "chosen_report": report(labels, predicted[chosen]),
+        "today_report": report(labels, predicted[TODAY]),
+        "nested": {"per_fold": [round(float(a), 4) for a in nested], "mean": float(np.mean(nested)),
+                   "choices": [{"scale": s, "offset": o} for s, o in nested_choices],
+                   "today_mean": float(today.mean()), "today_per_fold": [round(float(a), 4) for a in today]},
+        "adopt": bool(np.mean(nested) > today.mean()),
+    }
+
+
+def print_result(res: dict) -> None:
+    print(f"{res['n']} photos, faces found {res['faces_found']}; folds {res['folds']}")
+    print("mean fold accuracy ± sd (rows SCALE, columns OFFSET, + = crop centre lower)")
+    print(f"{'scale':>6s}" + "".join(f"{o:>15.2f}" for o in OFFSETS))
+    cells = {(g["scale"], g["offset"]): g for g in res["grid"]}
+    for s in SCALES:
+        row = (cells[(s, o)] for o in OFFSETS)
+        print(f"{s:6.2f}" + "".join(f"{c['mean']:9.3f}±{c['sd']:.3f}" for c in row))
+    ch, nest = res["chosen"], res["nested"]
+    print(f"chosen: scale {ch['scale']:.2f}, offset {ch['offset']:+.2f}: accuracy "
+          f"{res['chosen_report']['accuracy']:.4f} (today's {res['today_report']['accuracy']:.4f})")
+    print(f"nested (chosen on 4 folds, scored on the 5th): {nest['mean']:.4f} {nest['per_fold']} "
+          f"choices {[(c['scale'], c['offset']) for c in nest['choices']]}; today's framing on the same "
+          f"folds {nest['today_mean']:.4f} → adopt: {res['adopt']}")
+    print(f"{'recall':8s}" + "".join(f"{n:>9s}" for n in EXPRESSIONS))
+    for name in ("today_report", "chosen_report"):
+        print(f"{name[:7]:8s}" + "".join(f"{res[name]['per_class'][c]['recall']:9.2f}" for c in EXPRESSIONS))
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.photo_framing", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("photos", type=Path)
+    parser.add_argument("model", nargs="?", default=None, help="default: the served (newest) model")
+    parser.add_argument("--json", type=Path, default=None, help="also write the whole result here")
+    args = parser.parse_args(argv)
+    classifier = load_classifier(args.model)
+    res = {"model": classifier.version, **sweep(classifier, load_photos(args.photos))}
+    print(f"model {res['model']}")
+    print_result(res)
+    if args.json:
+        args.json.write_text(json.dumps(res, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
