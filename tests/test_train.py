@@ -54,8 +54,8 @@ def test_train_cli_takes_the_widths_and_refuses_nonsense(tmp_path, monkeypatch, 
 
     seen = {}
 
-    def fake_train(data, out, relabeled_uri, recipe, resume):  # the CLI's part only: no real training
-        seen["recipe"] = recipe
+    def fake_train(data, out, relabeled_uri, recipe, resume, loader_workers):  # the CLI's part only
+        seen["recipe"], seen["workers"] = recipe, loader_workers
         return ModelCard(name="m", val=Scores(n=1, accuracy=0.5, macro_f1=0.5), epochs=recipe.epochs,
                          wall_time_s=1.0)
 
@@ -64,6 +64,11 @@ def test_train_cli_takes_the_widths_and_refuses_nonsense(tmp_path, monkeypatch, 
                      "--epochs", "3", "--out", str(tmp_path / "m")]) == 0
     assert seen["recipe"].widths == (8, 16, 32) and seen["recipe"].epochs == 3
     assert seen["recipe"].ferplus is None and seen["recipe"].init_from is None
+    assert seen["recipe"].augment == "standard" and seen["workers"] == 1
+
+    assert cli.main(["train", "--data", str(tmp_path), "--relabeled", "", "--augment", "photo",
+                     "--precision", "float32", "--loader-workers", "4", "--out", str(tmp_path / "m")]) == 0
+    assert (seen["recipe"].augment, seen["recipe"].precision, seen["workers"]) == ("photo", "float32", 4)
 
     assert cli.main(["train", "--data", str(tmp_path), "--relabeled", "", "--ferplus", "votes.csv",
                      "--init-from", "models/a.keras", "--learning-rate", "0.01",
@@ -77,6 +82,9 @@ def test_train_cli_takes_the_widths_and_refuses_nonsense(tmp_path, monkeypatch, 
     with pytest.raises(SystemExit) as exit_:
         cli.main(["train", "--data", str(tmp_path), "--widths", "8,wide"])
     assert exit_.value.code == 2 and "expected positive channel counts" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--data", str(tmp_path), "--augment", "sepia"])
+    assert "invalid choice: 'sepia'" in capsys.readouterr().err
 
 
 def test_ferplus_votes_soften_the_targets_and_leave_out_non_faces(tmp_path):
@@ -131,3 +139,87 @@ def test_a_warm_restart_starts_from_the_given_model(tmp_path):
     with pytest.raises(DataError, match="pass the --widths it was trained with"):
         train(str(tmp_path / "fer"), tmp_path / "models" / "wide", verbose=0,
               recipe=tiny_recipe(widths=(4, 8, 16), init_from=str(first) + ".keras"))
+
+
+def test_pack_keeps_images_labels_keys_and_ferplus_votes(tmp_path, capsys):
+    from facexpr import cli
+    from facexpr.data import load_packed
+
+    make_layout(tmp_path / "fer" / "train", 3)
+    make_layout(tmp_path / "fer" / "val", 2, seed=1)
+    csv_path = ferplus_csv(tmp_path / "ferplus.csv", {0: {"NF": 10}, 1: {"neutral": 6, "sadness": 4}})
+    out = tmp_path / "packed" / "fer.npz"
+    assert cli.main(["pack", "--data", str(tmp_path / "fer"), "--ferplus", csv_path, "--out", str(out)]) == 0
+    assert "train 21  val 14  ferplus_rows 2" in capsys.readouterr().out
+    train_set, val_set = load_packed(out)
+    original = load_layout(str(tmp_path / "fer" / "train"))
+    np.testing.assert_array_equal(train_set.images, original.images)
+    np.testing.assert_array_equal(train_set.labels, original.labels)
+    assert train_set.keys == original.keys and len(val_set) == 14
+    from_csv, from_pack = load_ferplus(csv_path), load_ferplus(str(out))
+    assert from_pack.not_face == from_csv.not_face == {0}
+    np.testing.assert_array_equal(from_pack.votes[1], from_csv.votes[1])
+    assert not list(out.parent.glob("*.tmp*"))  # written whole under its name, nothing else left
+
+
+def test_a_file_that_is_not_a_pack_is_refused(tmp_path):
+    from facexpr.data import load_packed, pack_dataset
+
+    np.savez_compressed(tmp_path / "other.npz", x=np.zeros(3))
+    with pytest.raises(DataError, match="not a facexpr pack"):
+        load_packed(tmp_path / "other.npz")
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    with pytest.raises(DataError, match="Cannot read packed data"):
+        train(str(tmp_path / "junk.npz"), tmp_path / "m", recipe=tiny_recipe(), verbose=0)
+    make_layout(tmp_path / "fer" / "train", 1)
+    make_layout(tmp_path / "fer" / "val", 1, seed=1)
+    pack_dataset(str(tmp_path / "fer"), tmp_path / "plain.npz")
+    with pytest.raises(DataError, match="packed without FER\\+ votes"):
+        load_ferplus(str(tmp_path / "plain.npz"))
+
+
+# Trains from a pack on Keras' JAX backend with TensorFlow made unimportable, as on a GPU machine
+# that has no TensorFlow; the test process then serves the model with TensorFlow.
+JAX_TRAINING = """
+import sys
+
+class NoTensorFlow:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "tensorflow":
+            raise ImportError("TensorFlow is not used on this path")
+
+sys.meta_path.insert(0, NoTensorFlow())
+from facexpr.train import Recipe, train
+recipe = Recipe(epochs=2, batch_size=16, widths=(4, 8), precision="float32", augment=sys.argv[3])
+card = train(sys.argv[1], sys.argv[2], recipe=recipe, verbose=0)
+assert card.sections["machine"]["backend"] == "jax" and "tensorflow" not in sys.modules
+"""
+
+
+def test_training_runs_on_jax_without_tensorflow_and_serves_on_tensorflow(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    pytest.importorskip("jax")
+    from facexpr.data import pack_dataset
+
+    make_layout(tmp_path / "fer" / "train", 6)
+    make_layout(tmp_path / "fer" / "val", 2, seed=1)
+    pack_dataset(str(tmp_path / "fer"), tmp_path / "fer.npz")
+    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu",
+           "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    done = subprocess.run([sys.executable, "-c", JAX_TRAINING, str(tmp_path / "fer.npz"),
+                           str(tmp_path / "models" / "j"), "photo"], env=env, capture_output=True, text=True,
+                          timeout=240)
+    assert done.returncode == 0, done.stderr[-2000:]
+    card = json.loads((tmp_path / "models" / "j.json").read_text())
+    assert card["augmentation"]["kind"] == "photo"
+    assert card["data"]["train"]["source"] == str(tmp_path / "fer.npz")
+    assert card["machine"]["jax"] and "tensorflow" not in card["machine"]
+    classifier = load_classifier(tmp_path / "models" / "j.keras")  # this process: TensorFlow
+    val = load_layout(str(tmp_path / "fer" / "val"))
+    # The card's val figures (Keras on JAX) are what the served model gets here.
+    assert card["val"]["accuracy"] == pytest.approx(
+        float((classifier.predict(val.images).argmax(1) == val.labels).mean()), abs=1e-4)
