@@ -20,6 +20,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from facexpr.evaluate import report
@@ -111,6 +112,79 @@ def sweep(classifier, photos: list[Photo]) -> dict:
     }
 
 
+# Eye alignment (measured, not served unless it wins: SELECTION.md): OpenCV's Haar eye cascade,
+# which ships in the same wheel, on the upper part of the face box; the photo is rotated so the
+# eyes are level and cropped to a side of EYE_SIDE × the eye distance, the eyes EYE_HEIGHT of the
+# side from the top. Photos without two eyes found keep the chosen box framing.
+EYE_SIDES = (1.9, 2.1, 2.3, 2.5)
+EYE_HEIGHTS = (0.30, 0.35, 0.40)
+
+
+def find_eyes(gray: np.ndarray, box: Box) -> tuple[np.ndarray, np.ndarray] | None:
+    """(left eye centre, right eye centre) in GRAY's pixels, or None when not both are found."""
+    cascade = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_eye.xml")
+    top = gray[box.y:box.y + int(box.h * 0.6), box.x:box.x + box.w]
+    if top.size == 0:
+        return None
+    k = 120 / box.w
+    small = cv2.resize(top, (120, max(1, round(top.shape[0] * k))), interpolation=cv2.INTER_AREA)
+    found = cascade.detectMultiScale(cv2.equalizeHist(small), 1.1, 5, minSize=(15, 15), maxSize=(50, 50))
+    centres = [np.array([x + w / 2, y + h / 2]) / k + [box.x, box.y] for x, y, w, h in found]
+    mid = box.x + box.w / 2
+    left = [c for c in centres if c[0] < mid]
+    right = [c for c in centres if c[0] >= mid]
+    if not left or not right:
+        return None
+    # The pair most level with each other.
+    a, b = min(((a, b) for a in left for b in right), key=lambda p: abs(p[0][1] - p[1][1]))
+    return a, b
+
+
+def eye_crop(gray: np.ndarray, eyes: tuple[np.ndarray, np.ndarray], side_k: float, height: float
+             ) -> np.ndarray:
+    (lx, ly), (rx, ry) = eyes
+    distance = float(np.hypot(rx - lx, ry - ly))
+    angle = float(np.degrees(np.arctan2(ry - ly, rx - lx)))
+    side = side_k * distance
+    scale = 48 / side
+    centre = ((lx + rx) / 2, (ly + ry) / 2)
+    m = cv2.getRotationMatrix2D(centre, angle, scale)
+    m[:, 2] += np.array([24.0, height * 48]) - centre  # eye midpoint to (24, HEIGHT × 48)
+    # Area-like shrink: blur to the output's pixel size first, as INTER_AREA would.
+    sigma = max(0.0, 0.5 / scale - 0.5)
+    src = cv2.GaussianBlur(gray, (0, 0), sigma) if sigma > 0.3 else gray
+    return cv2.warpAffine(src, m, (48, 48), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+def eye_sweep(classifier, photos: list[Photo], chosen: tuple[float, float]) -> dict:
+    labels = np.array([p.label for p in photos])
+    fold = folds_of(photos)
+    k = fold.max() + 1
+    eyes = [find_eyes(p.gray, p.box) if p.box is not None else None for p in photos]
+    base = answers(classifier, photos, *chosen)
+    per_fold, predicted = {}, {}
+    for side_k in EYE_SIDES:
+        for height in EYE_HEIGHTS:
+            got = base.copy()
+            idx = [i for i, e in enumerate(eyes) if e is not None]
+            if idx:
+                crops = np.stack([eye_crop(photos[i].gray, eyes[i], side_k, height) for i in idx])
+                got[idx] = classifier.predict(crops).argmax(1)
+            predicted[(side_k, height)] = got
+            per_fold[(side_k, height)] = np.array([(got[fold == f] == labels[fold == f]).mean()
+                                                   for f in range(k)])
+    base_fold = np.array([(base[fold == f] == labels[fold == f]).mean() for f in range(k)])
+    best = max(per_fold, key=lambda f: round(per_fold[f].mean(), 4))
+    nested = [per_fold[max(per_fold, key=lambda fr: round(np.delete(per_fold[fr], f).mean(), 4))][f]
+              for f in range(k)]
+    return {"eyes_found": int(sum(e is not None for e in eyes)),
+            "grid": [{"side": s, "height": h, "mean": float(a.mean()), "sd": float(a.std(ddof=1))}
+                     for (s, h), a in per_fold.items()],
+            "best": {"side": best[0], "height": best[1], "report": report(labels, predicted[best])},
+            "nested_mean": float(np.mean(nested)), "box_framing_mean": float(base_fold.mean()),
+            "adopt": bool(np.mean(nested) > base_fold.mean())}
+
+
 def print_result(res: dict) -> None:
     print(f"{res['n']} photos, faces found {res['faces_found']}; folds {res['folds']}")
     print("mean fold accuracy ± sd (rows SCALE, columns OFFSET, + = crop centre lower)")
@@ -136,11 +210,25 @@ def main(argv: list[str]) -> int:
     parser.add_argument("photos", type=Path)
     parser.add_argument("model", nargs="?", default=None, help="default: the served (newest) model")
     parser.add_argument("--json", type=Path, default=None, help="also write the whole result here")
+    parser.add_argument("--eyes", action="store_true", help="also measure eye alignment (Haar eye cascade)")
     args = parser.parse_args(argv)
     classifier = load_classifier(args.model)
-    res = {"model": classifier.version, **sweep(classifier, load_photos(args.photos))}
+    photos = load_photos(args.photos)
+    res = {"model": classifier.version, **sweep(classifier, photos)}
     print(f"model {res['model']}")
     print_result(res)
+    if args.eyes:
+        chosen = (res["chosen"]["scale"], res["chosen"]["offset"])
+        eyes = res["eyes"] = eye_sweep(classifier, photos, chosen)
+        print(f"eye alignment: both eyes found in {eyes['eyes_found']}/{res['n']} photos "
+              "(the others keep the box framing)")
+        for g in eyes["grid"]:
+            print(f"  side {g['side']:.1f} × eye distance, eyes at {g['height']:.2f}: "
+                  f"{g['mean']:.3f} ± {g['sd']:.3f}")
+        best = eyes["best"]
+        print(f"  best {best['side']}, {best['height']}: {best['report']['accuracy']:.4f}; nested "
+              f"{eyes['nested_mean']:.4f} against the chosen box framing's {eyes['box_framing_mean']:.4f}"
+              f" → adopt: {eyes['adopt']}")
     if args.json:
         args.json.write_text(json.dumps(res, indent=2) + "\n")
     return 0
