@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # The MongoDB-wire test server (secantusdb, GPL): its own environment, a test tool only.
 SECANTUS_VENV ?= .venv-secantus
 
-.PHONY: setup setup-test-server app test lint bench bench-api
+.PHONY: setup setup-test-server app test lint bench bench-api gpu-prep
 
 setup: $(VENV)/.installed
 
@@ -39,3 +39,11 @@ bench: setup
 bench-api: setup
 	$(PY) -m pip install --quiet --no-deps -r benchmarks/requirements.txt
 	$(PY) -m benchmarks.api_load
+
+# What one training run on a GPU machine carries (README, Training on a GPU): the packed data and
+# the wheels that machine lacks, both in the ignored data/.
+FER2013 ?= ../shared/data/fer2013
+gpu-prep: setup
+	$(PY) -m facexpr pack --data $(FER2013) --ferplus $(FER2013)/ferplus_labels.csv --out data/fer2013.npz
+	$(PY) -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+	  --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 -d data/whl -r requirements-gpu.txt

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import lzma
 import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -245,13 +246,28 @@ def _put_all(store, jobs, total: int, what: str, workers: int) -> None:
 PACK_FORMAT = 1
 
 
+def _encode_images(images: np.ndarray) -> np.ndarray:
+    """(N, H, W) uint8 → LZMA bytes of each pixel minus its gradient prediction (left + up − up-left,
+    mod 256): lossless, about 0.7 of the raw size for FER2013 (zlib on the raw pixels: 0.95)."""
+    residual = np.diff(np.diff(images, axis=1, prepend=np.uint8(0)), axis=2, prepend=np.uint8(0))
+    return np.frombuffer(lzma.compress(residual.astype(np.uint8).tobytes(), preset=6), np.uint8)
+
+
+def _decode_images(blob: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    residual = np.frombuffer(lzma.decompress(blob.tobytes()), np.uint8).reshape(shape)
+    # The sums wrap mod 256 in uint8, undoing the wrapped differences exactly.
+    return np.cumsum(np.cumsum(residual, axis=1, dtype=np.uint8), axis=2, dtype=np.uint8)
+
+
 def pack_dataset(data_uri: str, out: str | os.PathLike, ferplus_uri: str | None = None) -> dict[str, int]:
-    """DATA's train/ and val/ (+ the FER+ votes) in one compressed `.npz`, for `train --data OUT`
-    on a machine that has no copy of the layout. Returns the image count per part."""
+    """DATA's train/ and val/ (+ the FER+ votes) in one `.npz` (images compressed losslessly), for
+    `train --data OUT` on a machine that has no copy of the layout. Returns the image count per part."""
     train, val = load_layout(f"{data_uri.rstrip('/')}/train"), load_layout(f"{data_uri.rstrip('/')}/val")
     arrays: dict[str, np.ndarray] = {"format": np.array(PACK_FORMAT)}
     for part, ds in (("train", train), ("val", val)):
-        arrays[f"{part}_images"], arrays[f"{part}_labels"] = ds.images, ds.labels
+        arrays[f"{part}_images"] = _encode_images(ds.images)
+        arrays[f"{part}_shape"] = np.array(ds.images.shape)
+        arrays[f"{part}_labels"] = ds.labels
         arrays[f"{part}_keys"] = np.array(ds.keys, dtype=np.str_)
         arrays[f"{part}_skipped"] = np.array(ds.skipped)
     if ferplus_uri:
@@ -263,7 +279,7 @@ def pack_dataset(data_uri: str, out: str | os.PathLike, ferplus_uri: str | None 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp.npz")
-    np.savez_compressed(tmp, **arrays)
+    np.savez(tmp, **arrays)  # the images are compressed already; the rest is small
     tmp.replace(out)  # all or nothing: a half-written pack never has the final name
     return {"train": len(train), "val": len(val), **({"ferplus_rows": len(arrays["ferplus_rows"])}
                                                      if ferplus_uri else {})}
@@ -285,7 +301,10 @@ def load_packed(uri: str | os.PathLike) -> tuple[Dataset, Dataset]:
     with _open_packed(uri) as packed:
         parts = []
         for part in ("train", "val"):
-            images = packed[f"{part}_images"]
+            try:
+                images = _decode_images(packed[f"{part}_images"], tuple(packed[f"{part}_shape"]))
+            except (lzma.LZMAError, ValueError) as exc:
+                raise DataError(f"{uri}: the {part} images cannot be decoded ({exc}).") from exc
             if images.ndim != 3 or images.shape[1:] != (CROP_SIZE, CROP_SIZE) or images.dtype != np.uint8:
                 raise DataError(f"{uri}: {part} images are {images.shape} {images.dtype}, "
                                 f"not (N, {CROP_SIZE}, {CROP_SIZE}) uint8.")
