@@ -87,6 +87,9 @@ def answers(crops: list[np.ndarray | None], classifier: Any) -> np.ndarray:
 def evaluate_dir(root: Path, classifier: Any, faces: str = "auto") -> dict[str, Any]:
     """Score every image under ROOT/<expression>/. One answer per image: its largest face;
     an image with no face (or unreadable) counts as wrong."""
+    from facexpr.faces import CROP_OFFSET, CROP_SCALE
+
     _, y_true, crops = labelled_crops(root, faces)
     return {**report(y_true, answers(crops, classifier)), "faces_found": sum(c is not None for c in crops),
-            "faces_mode": faces, "model": classifier.version}
+            "faces_mode": faces, "crop": {"scale": CROP_SCALE, "offset": CROP_OFFSET},  # of detected faces
+            "model": classifier.version}
