@@ -296,8 +296,10 @@ def train(data_uri: str, out: str | os.PathLike, relabeled_uri: str | None = Non
                 "wall_time_s": elapsed_before + time.perf_counter() - started}))
 
     if initial_epoch < recipe.epochs:
+        # shuffle=False: both pipelines shuffle themselves (Keras would reorder the numpy batches by
+        # Python's global random state, which a resumed run does not share).
         network.fit(train_ds, epochs=recipe.epochs, initial_epoch=initial_epoch, validation_data=val_data,
-                    validation_batch_size=512, callbacks=[Checkpoint()], verbose=verbose)
+                    validation_batch_size=512, shuffle=False, callbacks=[Checkpoint()], verbose=verbose)
     wall = elapsed_before + time.perf_counter() - started
 
     # Serve in float32: the saved model then runs the same on any CPU.
