@@ -43,7 +43,9 @@ if str(ROOT) not in sys.path:
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 MARK = "@@bench "
-PHOTOS = ROOT.parent / "shared" / "data" / "headshots-dev"
+# The shared data beside the checkout (../shared/data), or where FACEXPR_SHARED_DATA says (a worktree).
+SHARED_DATA = Path(os.environ.get("FACEXPR_SHARED_DATA") or ROOT.parent / "shared" / "data")
+PHOTOS = SHARED_DATA / "headshots-dev"
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 N_BATCH = 10_000
 TARGETS = {"photo_ratio": 0.25, "batch_faces_s": 2000, "single_ms": 3.0, "cold_start_s": 8.0}
@@ -225,7 +227,7 @@ def _real_faces():
     on real faces), else noise without labels."""
     from facexpr.data import load_layout
 
-    val = ROOT.parent / "shared" / "data" / "fer2013" / "val"
+    val = SHARED_DATA / "fer2013" / "val"
     if val.is_dir():
         faces = load_layout(str(val))
         return faces.images, faces.labels, "FER2013 val"
