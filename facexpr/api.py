@@ -315,8 +315,6 @@ class Service:
         from facexpr.registry import ModelRegistry
 
         now = time.monotonic()
-        if now < self._next_check:  # another request refreshed while this one waited
-            return
         self._next_check = now + self.api.model_refresh_s
         try:
             self._registry = self._registry or ModelRegistry(self.settings)
@@ -326,7 +324,7 @@ class Service:
             if path == self._served_path:
                 return
             classifier = load_classifier(path)
-        except FacexprError as exc:
+        except (FacexprError, OSError) as exc:  # OSError: the download's local copy
             self._next_check = now + max(self.api.model_refresh_s, self.RETRY_AFTER_FAILURE_S)
             log.error("model registry: %s; still serving %s", exc, self.classifier.version)
             return
