@@ -12,7 +12,9 @@ the embedded file) with source=api, and what feedback needs goes to the shared s
 
 Settings (environment): everything in facexpr.config, plus FACEXPR_API_KEYS (comma-separated;
 unset = no keys needed), FACEXPR_API_CORS_ORIGINS (comma-separated; unset = no CORS headers),
-FACEXPR_API_MAX_UPLOAD_MB (request body cap, default 20) and FACEXPR_API_MAX_FILES (default 32).
+FACEXPR_API_MAX_UPLOAD_MB (request body cap, default 20), FACEXPR_API_MAX_FILES (default 32) and
+FACEXPR_API_MODEL_REFRESH_S (default 30; 0 = every request): how often, at most, a request makes the
+replica re-read the model registry, so a `promote` or `rollback` reaches every replica without a restart.
 """
 
 # No `from __future__ import annotations`: FastAPI reads these annotations at run time.
@@ -20,6 +22,7 @@ import hmac
 import json
 import logging
 import os
+import threading
 import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -68,6 +71,7 @@ class ApiSettings:
     cors_origins: tuple[str, ...] = ()
     max_upload_bytes: int = 20 * 2**20
     max_files: int = 32
+    model_refresh_s: float = 30.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "ApiSettings":
@@ -84,7 +88,8 @@ class ApiSettings:
 
         return cls(keys=listed("FACEXPR_API_KEYS"), cors_origins=listed("FACEXPR_API_CORS_ORIGINS"),
                    max_upload_bytes=int(number("FACEXPR_API_MAX_UPLOAD_MB", 20) * 2**20),
-                   max_files=int(number("FACEXPR_API_MAX_FILES", 32)))
+                   max_files=int(number("FACEXPR_API_MAX_FILES", 32)),
+                   model_refresh_s=max(0.0, number("FACEXPR_API_MODEL_REFRESH_S", 30)))
 
 
 # ---------------------------------------------------------------- the documents
@@ -143,9 +148,11 @@ class FeedbackOut(BaseModel):
 
 class ModelOut(BaseModel):
     version: str
+    source: Literal["registry", "shipped", "file"] = Field(
+        description="registry: a version in the model store; shipped: models/; file: FACEXPR_MODEL")
     trained_at: str | None
     val_accuracy: float | None
-    served: bool
+    served: bool = Field(description="this replica answers with it")
 
 
 class ModelsOut(BaseModel):
@@ -258,22 +265,71 @@ class BodyCap:
 # ---------------------------------------------------------------- the app
 
 class Service:
-    """What one replica holds: the settings, the loaded model, the history handle, the answer book."""
+    """What one replica holds: the settings, the loaded model, the history handle, the answer book.
+
+    The model is what the registry serves (facexpr.registry.served_model_path); `model()` re-reads
+    the registry at most every FACEXPR_API_MODEL_REFRESH_S and swaps in a newly served version.
+    """
+
+    RETRY_AFTER_FAILURE_S = 30.0  # a version that would not load is tried again this much later
 
     def __init__(self, settings: Settings, api: ApiSettings) -> None:
         self.settings, self.api = settings, api
         self.classifier: Any = None
         self.history: Any = None
         self.answers = AnswerBook(settings)
+        self._served_path: str | None = None  # the registry's answer the classifier was loaded from
+        self._follow_registry = not settings.model  # FACEXPR_MODEL pins the model
+        self._next_check = 0.0
+        self._swap = threading.Lock()
+        self._registry: Any = None
 
     def start(self, classifier: Any = None) -> None:
         from facexpr.model import load_classifier
+        from facexpr.registry import served_model_path
 
-        self.classifier = classifier or load_classifier(self.settings.model)
+        if classifier is not None:
+            self.classifier, self._follow_registry = classifier, False
+        else:
+            self._served_path = served_model_path(self.settings)
+            self.classifier = load_classifier(self._served_path)
+        self._next_check = time.monotonic() + self.api.model_refresh_s
         try:
             self.history = open_history(self.settings)
         except HistoryError as exc:  # answers still go out; /readyz says what is wrong
             log.error("history: %s", exc)
+
+    def model(self) -> Any:
+        """The classifier to answer this request with (one per request, even across a swap)."""
+        if self._follow_registry and time.monotonic() >= self._next_check:
+            # One request loads; the others meanwhile answer with the model already loaded.
+            if self._swap.acquire(blocking=False):
+                try:
+                    self._refresh()
+                finally:
+                    self._swap.release()
+        return self.classifier
+
+    def _refresh(self) -> None:
+        from facexpr.model import load_classifier
+        from facexpr.registry import ModelRegistry
+
+        now = time.monotonic()
+        self._next_check = now + self.api.model_refresh_s
+        try:
+            self._registry = self._registry or ModelRegistry(self.settings)
+            name = self._registry.served()
+            # Unlike at start-up, an unreadable version keeps the loaded one, not the shipped model.
+            path = str(self._registry.local_path(name)) if name else None
+            if path == self._served_path:
+                return
+            classifier = load_classifier(path)
+        except (FacexprError, OSError) as exc:  # OSError: the download's local copy
+            self._next_check = now + max(self.api.model_refresh_s, self.RETRY_AFTER_FAILURE_S)
+            log.error("model registry: %s; still serving %s", exc, self.classifier.version)
+            return
+        log.warning("model registry: now serving %s (was %s)", classifier.version, self.classifier.version)
+        self.classifier, self._served_path = classifier, path
 
 
 def create_app(settings: Settings | None = None, api_settings: ApiSettings | None = None,
@@ -348,7 +404,8 @@ def create_app(settings: Settings | None = None, api_settings: ApiSettings | Non
             raise ImageError(f"{len(file)} files in one request; the limit is {api.max_files} "
                              "(FACEXPR_API_MAX_FILES).")
         uploads = [(u.filename, u.file.read()) for u in file]
-        answers = predict_many((data for _, data in uploads), service.classifier, faces)
+        classifier = service.model()
+        answers = predict_many((data for _, data in uploads), classifier, faces)
         for (name, _), answer in zip(uploads, answers, strict=True):
             if isinstance(answer, FacexprError):  # nothing of a refused request is recorded
                 raise type(answer)(f"{name or 'file'}: {answer}" if len(uploads) > 1 else str(answer))
@@ -363,7 +420,7 @@ def create_app(settings: Settings | None = None, api_settings: ApiSettings | Non
                 id=pid, filename=name, image_sha256=prediction.image_sha256, mode=prediction.mode,
                 faces=[FaceOut(face_index=i, **f.to_dict()) for i, f in enumerate(prediction.faces)],
                 latency_ms=prediction.latency_ms, warnings=warnings))
-        return PredictionsOut(model_version=service.classifier.version, predictions=out,
+        return PredictionsOut(model_version=classifier.version, predictions=out,
                               latency_ms=round((time.perf_counter() - started) * 1000, 3))
 
     @app.post("/v1/predictions/{prediction_id}/feedback", response_model=FeedbackOut, responses=ERRORS,
@@ -380,15 +437,25 @@ def create_app(settings: Settings | None = None, api_settings: ApiSettings | Non
              summary="The model versions found, and which one answers")
     def models() -> ModelsOut:
         from facexpr.model import MODELS_DIR, list_models, read_card
+        from facexpr.registry import ModelRegistry
 
-        served = service.classifier.version
+        classifier = service.model()
+        served = classifier.version
         found: dict[str, ModelOut] = {}
-        paths = list_models(MODELS_DIR) + ([service.classifier.path] if service.classifier.path else [])
-        for path in paths:
+        try:
+            for v in ModelRegistry(service.settings).versions():
+                found.setdefault(v.name, ModelOut(version=v.name, source="registry", trained_at=v.created,
+                                                  val_accuracy=v.val_accuracy, served=v.name == served))
+        except FacexprError as exc:  # the registry unreachable: still list what this replica has
+            log.warning("model registry: %s", exc)
+        shipped = list_models(MODELS_DIR)
+        extra = [classifier.path] if classifier.path and Path(classifier.path) not in shipped else []
+        for path in shipped + extra:
             card = read_card(Path(path))
+            source = "shipped" if Path(path) in shipped else "file" if service.settings.model else "registry"
             found.setdefault(card.name, ModelOut(
-                version=card.name, trained_at=card.trained_at.isoformat() if card.trained_at else None,
-                val_accuracy=card.val.accuracy, served=card.name == served))
+                version=card.name, source=source, val_accuracy=card.val.accuracy, served=card.name == served,
+                trained_at=card.trained_at.isoformat() if card.trained_at else None))
         return ModelsOut(served=served, models=list(found.values()))
 
     @app.get("/v1/health/summary", response_model=HealthSummaryOut, responses=ERRORS, dependencies=guarded,
@@ -446,14 +513,15 @@ def _health(service: Service, window: str) -> HealthSummaryOut:
     if service.history is None:
         raise HistoryUnavailable("The history cannot be opened; see /readyz.")
     start, end = window_bounds(WINDOWS[window])
-    report = health_report(service.history, start, end, since=service.classifier.card.trained_at)
+    classifier = service.model()
+    report = health_report(service.history, start, end, since=classifier.card.trained_at)
 
     def num(value: Any) -> float | None:
         return None if value is None or value != value else float(value)  # NaN → None
 
     per_expression = report.daily.groupby("expression")["predictions"].sum() if not report.daily.empty else {}
     return HealthSummaryOut(
-        window=window, start=report.start, served_model=service.classifier.version,
+        window=window, start=report.start, served_model=classifier.version,
         predictions=report.total, answered=report.answered, confirmed=report.confirmed,
         corrected=report.corrected, agreement=num(report.agreement),
         mean_confidence=num(report.mean_confidence),

@@ -281,6 +281,7 @@ def test_models_lists_the_served_one(server):
     assert body["served"] == "tiny-test"
     served = [m for m in body["models"] if m["served"]]
     assert [m["version"] for m in served] == ["tiny-test"] and served[0]["val_accuracy"] == 0.5
+    assert served[0]["source"] == "file"  # FACEXPR_MODEL pins it
     assert "fer-vgg-v1" in {m["version"] for m in body["models"]}  # the checkout's models/
 
 

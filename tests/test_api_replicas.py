@@ -4,10 +4,10 @@ Predictions go through both, each answer through the *other* replica than the on
 prediction, and one face is answered again through a third request: one history, one label per
 face, the same served model, nothing lost, no outbox left behind.
 
-The S3 endpoint is moto's server on loopback (tests/s3server.py). The history is MongoDB when
-FACEXPR_TEST_MONGODB_URI names a server (a real MongoDB or a MongoDB-wire server, each run in a
-database of its own, dropped afterwards); otherwise both replicas share one embedded SQLite file,
-which is what two replicas on one host can share (across hosts, use MongoDB: docs/deploy.md).
+The S3 endpoint is moto's server on loopback (tests/s3server.py). The history is MongoDB over
+the wire: the session's MongoDB-wire server (tests/conftest.py `mongo_wire`, secantusdb), or the
+server FACEXPR_TEST_MONGODB_URI names (a real MongoDB); either way in a database of its own,
+dropped afterwards. Each replica has a data folder of its own, as on separate hosts.
 """
 
 from __future__ import annotations
@@ -54,20 +54,22 @@ def photos() -> dict[str, bytes]:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory, tiny_model_path):
+def mongodb_uri(request) -> str:
+    return MONGODB_URI or request.getfixturevalue("mongo_wire").uri
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory, tiny_model_path, mongodb_uri):
     endpoint = S3Endpoint().start()
     bucket = f"fx-replicas-{uuid.uuid4().hex[:8]}"
     s3 = endpoint.client()
     s3.create_bucket(Bucket=bucket)
     settings = {"FACEXPR_MODEL": str(tiny_model_path), "FACEXPR_S3_BUCKET": bucket,
-                "AWS_ENDPOINT_URL": endpoint.url, **DUMMY_CREDENTIALS}
-    shared_dir = tmp_path_factory.mktemp("shared-history")
-    if MONGODB_URI:
-        settings |= {"FACEXPR_MONGODB_URI": MONGODB_URI,
-                     "FACEXPR_MONGODB_DB": f"fx_replicas_{uuid.uuid4().hex[:8]}"}
+                "AWS_ENDPOINT_URL": endpoint.url, **DUMMY_CREDENTIALS, "FACEXPR_MONGODB_URI": mongodb_uri,
+                "FACEXPR_MONGODB_DB": f"fx_replicas_{uuid.uuid4().hex[:8]}"}
     replicas = []
     for name in ("a", "b"):
-        data_dir = tmp_path_factory.mktemp(f"replica-{name}") if MONGODB_URI else shared_dir
+        data_dir = tmp_path_factory.mktemp(f"replica-{name}")
         replica = ApiServer({**settings, "FACEXPR_DATA_DIR": str(data_dir)},
                             log_path=tmp_path_factory.getbasetemp() / f"replica-{name}.log")
         replica.data_dir = data_dir
@@ -75,8 +77,9 @@ def cluster(tmp_path_factory, tiny_model_path):
     try:
         for replica in replicas:
             replica.wait_ready()
-        history = open_history(Settings(data_dir=shared_dir, mongodb_uri=MONGODB_URI,
-                                        mongodb_db=settings.get("FACEXPR_MONGODB_DB", "facexpr")))
+        history = open_history(Settings(data_dir=tmp_path_factory.mktemp("reader"), mongodb_uri=mongodb_uri,
+                                        mongodb_db=settings["FACEXPR_MONGODB_DB"]))
+        assert history.backend == "mongodb", history.backend
         yield replicas, s3, bucket, history
         history.close()
         for replica in replicas:
@@ -84,10 +87,10 @@ def cluster(tmp_path_factory, tiny_model_path):
     finally:
         for replica in replicas:
             replica.stop()
-        if MONGODB_URI:
-            from pymongo import MongoClient
+        from pymongo import MongoClient
 
-            MongoClient(MONGODB_URI).drop_database(settings["FACEXPR_MONGODB_DB"])
+        with MongoClient(mongodb_uri) as client:
+            client.drop_database(settings["FACEXPR_MONGODB_DB"])
         endpoint.stop()
 
 
@@ -170,8 +173,6 @@ def test_two_replicas_serve_one_team(cluster):
 
 
 def history_rows(history):
-    """Every record, through the history's own get (ids 1..n embedded; ObjectIds in MongoDB)."""
-    if history.backend == "embedded":
-        return [(i, history.get(str(i))) for i in range(1, history.count() + 1)]
+    """Every record in the shared MongoDB history."""
     client = history._collection()
     return [(str(d["_id"]), d) for d in client.find({})]
