@@ -7,6 +7,7 @@ Playwright (skipped without a browser, except in CI)."""
 from __future__ import annotations
 
 import json
+import os
 import re
 from datetime import UTC, datetime, timedelta
 
@@ -16,7 +17,15 @@ from facexpr.registry import ModelRegistry
 from facexpr.review import keep_for_review
 from facexpr.store import open_store
 from tests.layouts import make_layout
-from tests.test_e2e_browser import STEP_MS, _main, app_server, browser, evidence_on_failure  # noqa: F401
+from tests.test_e2e_browser import (  # noqa: F401
+    README_SCREENSHOTS,
+    STEP_MS,
+    _main,
+    app_server,
+    browser,
+    evidence_on_failure,
+    screenshot_whole_page,
+)
 from tests.test_page_learn import FAST
 from tests.test_retrain import add_corrections, checkerboard, registered
 from tests.test_review import answer
@@ -55,6 +64,7 @@ def test_review_retrain_promote_rollback(browser, tmp_path, tiny_model_path):  #
 
     env = {"FACEXPR_DATA_DIR": str(settings.data_dir), "FACEXPR_TRAIN_DATA": str(tmp_path / "fer"),
            "FACEXPR_RETRAIN_RECIPE": json.dumps(FAST)}
+    shots = README_SCREENSHOTS if os.environ.get("FACEXPR_UPDATE_SCREENSHOTS") == "1" else tmp_path
     with app_server(tmp_path, env) as url:
         context = browser.new_context(viewport={"width": 1280, "height": 1000})
         page = context.new_page()
@@ -67,6 +77,8 @@ def test_review_retrain_promote_rollback(browser, tmp_path, tiny_model_path):  #
             go(page, "Review")
             main.locator("h3", has_text="Sad").wait_for(timeout=STEP_MS)
             assert "30%" in main.inner_text()
+            page.mouse.move(0, 0)  # no hover toolbar over the chart in the shot
+            screenshot_whole_page(page, shots / "review.png")  # the README's (FACEXPR_UPDATE_SCREENSHOTS=1)
             main.locator(".st-key-review_label_fear button").click()
             main.locator("[data-testid='stAlert']", has_text="Saved as fear").wait_for(timeout=STEP_MS)
             main.locator("h3", has_text="Happy").wait_for(timeout=STEP_MS)
@@ -82,6 +94,9 @@ def test_review_retrain_promote_rollback(browser, tmp_path, tiny_model_path):  #
             main.get_by_text("Passed the guardrail").wait_for(timeout=RETRAIN_MS)
             shown = re.search(r"(retrain-\d{8}-\d{6}) — fine-tuned from tiny-served", main.inner_text())
             name = shown.group(1)
+            main.get_by_role("button", name="Discard").wait_for(timeout=STEP_MS)
+            page.mouse.move(0, 0)
+            screenshot_whole_page(page, shots / "learn.png")
             main.get_by_role("button", name="Promote").click()
             assert sidebar_model(page, name) == name
             main.get_by_role("button", name="Rollback").click()
