@@ -11,8 +11,8 @@ import pytest
 from facexpr.config import Settings
 from facexpr.errors import LabelError
 from facexpr.history import (
+    BUFFER_FILE,
     EMBEDDED_FILE,
-    OUTBOX_FILE,
     HistoryBuffered,
     HistoryError,
     HistoryUnavailable,
@@ -214,7 +214,7 @@ def test_an_outage_keeps_records_and_answers_locally_then_delivers_them_once(tmp
     down.close()
 
     # The database is back (a new process: the outbox lives on disk under the data dir).
-    assert (tmp_path / OUTBOX_FILE).is_file()
+    assert (tmp_path / BUFFER_FILE).is_file()
     client = mongomock.MongoClient(tz_aware=True)
     back = MongoHistory(client=client, db_name="fx", data_dir=tmp_path)
     assert back.pending() == 2

@@ -52,18 +52,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BUFFER_FILE", "CONFIDENCE_BINS", "DAY_S", "EMBEDDED_FILE", "LATENCY_BINS_PER_OCTAVE", "LATENCY_FLOOR_MS",
-    "MONGO_COLLECTION", "RETRY_AFTER_S", "LOW_CONFIDENCE", "OUTBOX_FILE", "SOURCES", "STAGES",
+    "MONGO_COLLECTION", "RETRY_AFTER_S", "LOW_CONFIDENCE", "SOURCES", "STAGES",
     "CubeRow", "DetectionRow", "FeedbackRow", "History", "HistoryBuffered", "HistoryError", "HistoryOpener",
-    "HistoryUnavailable", "LatencyRow", "MongoHistory", "Outbox", "RelabelRow", "SqliteHistory",
+    "HistoryUnavailable", "LatencyRow", "MongoHistory", "RelabelRow", "SqliteHistory",
     "WriteBuffer", "confidence_bin", "documents_for", "feedback_safely", "latency_bin", "latency_bin_value",
     "open_history", "record_batch_safely", "record_safely", "utc",
 ]
 
 log = logging.getLogger(__name__)
-
-# The names these had before the history became a package: code written against them keeps working.
-Outbox = WriteBuffer
-OUTBOX_FILE = BUFFER_FILE
 
 T = TypeVar("T")
 

@@ -12,11 +12,8 @@ from facexpr.relabel.keys import ORIGINALS, RELABELED, ROLES, originals_uri, pla
 from facexpr.relabel.outbox import OutboxItem, StoreOutbox, SyncReport, deliver, flush_outbox, outbox_for
 from facexpr.relabel.saving import FLUSH_ON_SAVE, SaveResult, save_crop, save_relabel
 
-# Its name before the history's buffer got its own: code written against it keeps working.
-Outbox = StoreOutbox
-
 __all__ = [
-    "FLUSH_ON_SAVE", "ORIGINALS", "RELABELED", "ROLES", "Outbox", "OutboxItem", "RelabelSummary",
+    "FLUSH_ON_SAVE", "ORIGINALS", "RELABELED", "ROLES", "OutboxItem", "RelabelSummary",
     "SaveResult", "StoreOutbox", "SyncReport", "count_relabeled", "deliver", "flush_outbox",
     "image_extension", "originals_uri", "outbox_for", "planned_location", "relabel_summary", "role_uri",
     "save_crop", "save_relabel",
