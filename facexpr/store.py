@@ -118,8 +118,10 @@ class LocalStore:
             raise self._fail(exc, key) from exc
 
     def metadata(self, key: str) -> dict[str, str]:
-        meta = self._meta_path(key)
-        return json.loads(meta.read_text()) if meta.exists() else {}
+        try:  # no exists() check first: another writer may delete it between the two
+            return json.loads(self._meta_path(key).read_text())
+        except FileNotFoundError:
+            return {}
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
