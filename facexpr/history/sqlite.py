@@ -319,43 +319,54 @@ class SqliteHistory:
                        for side, v in (("l", lo), ("h", hi))}
         return {"d0": d0, "d1": d1, "source": source, **edge_bounds}
 
+    def _rollup_and_edges(self, start: datetime | None, end: datetime | None, source: str | None, *,
+                          rollup: str, raw: Sequence[str], faces: str, total: str,
+                          group_by: str) -> list[tuple]:
+        """Sum a day rollup over the window's whole days with the raw rows at its ragged edges.
+
+        ROLLUP is "columns FROM rollup_table"; each of RAW is one arm's columns over the raw
+        predictions (several arms per edge for the latency stages), in the same order; FACES is
+        the raw rows' face_index condition; TOTAL, grouped by GROUP_BY, is what the union sums to.
+        """
+        d0, d1, edges = self._split(start, end)
+        edge_arms = " UNION ALL ".join(
+            f"SELECT {columns} FROM predictions "
+            f"WHERE ts >= :l{i} AND ts < :h{i} AND {faces} AND {_SOURCE_SQL}"
+            for i in range(len(edges)) for columns in raw)
+        # The union's column names come from its first arm, the rollup's.
+        sql = (f"SELECT {total} FROM (SELECT {rollup} WHERE day >= :d0 AND day < :d1 AND {_SOURCE_SQL} "
+               f"UNION ALL {edge_arms}) GROUP BY {group_by}")
+        return self._query(sql, self._params(d0, d1, edges, source))
+
     def confidence_cube(self, start: datetime | None, end: datetime | None,
                         source: str | None = None) -> list[CubeRow]:
-        d0, d1, edges = self._split(start, end)
-        raw = " UNION ALL ".join(
-            f"SELECT {_DAY_SQL}, model_version, expression, {_CONF_BIN_SQL}, 1, confidence FROM predictions "
-            f"WHERE ts >= :l{i} AND ts < :h{i} AND face_index >= 0 AND {_SOURCE_SQL}"
-            for i in range(len(edges)))
-        sql = (f"SELECT day, model_version, expression, bin, SUM(n), SUM(s) FROM ("
-               f"SELECT day, model_version, expression, bin, n, confidence_sum AS s FROM rollup_confidence "
-               f"WHERE day >= :d0 AND day < :d1 AND {_SOURCE_SQL} UNION ALL {raw}) "
-               "GROUP BY 1, 2, 3, 4")  # column names come from the first arm
-        rows = self._query(sql, self._params(d0, d1, edges, source))
+        rows = self._rollup_and_edges(
+            start, end, source,
+            rollup="day, model_version, expression, bin, n, confidence_sum AS s FROM rollup_confidence",
+            raw=[f"{_DAY_SQL}, model_version, expression, {_CONF_BIN_SQL}, 1, confidence"],
+            faces="face_index >= 0",
+            total="day, model_version, expression, bin, SUM(n), SUM(s)", group_by="1, 2, 3, 4")
         return [(_day(d), m, e, int(b), int(n), float(s)) for d, m, e, b, n, s in rows]
 
     def latency_bins(self, start: datetime | None, end: datetime | None,
                      source: str | None = None) -> list[LatencyRow]:
-        d0, d1, edges = self._split(start, end)
-        raw = " UNION ALL ".join(
-            f"SELECT '{stage}', {_lat_bin_sql('latency_' + stage)}, 1 FROM predictions "
-            f"WHERE ts >= :l{i} AND ts < :h{i} AND face_index >= 0 AND {_SOURCE_SQL}"
-            for i in range(len(edges)) for stage in STAGES)
-        sql = (f"SELECT stage, bin, SUM(n) FROM (SELECT stage, bin, n FROM rollup_latency "
-               f"WHERE day >= :d0 AND day < :d1 AND {_SOURCE_SQL} UNION ALL {raw}) GROUP BY 1, 2")
-        return [(s, int(b), int(n)) for s, b, n in self._query(sql, self._params(d0, d1, edges, source))]
+        rows = self._rollup_and_edges(
+            start, end, source,
+            rollup="stage, bin, n FROM rollup_latency",
+            raw=[f"'{stage}', {_lat_bin_sql('latency_' + stage)}, 1" for stage in STAGES],
+            faces="face_index >= 0",
+            total="stage, bin, SUM(n)", group_by="1, 2")
+        return [(s, int(b), int(n)) for s, b, n in rows]
 
     def detection_counts(self, start: datetime | None, end: datetime | None,
                          source: str | None = None) -> list[DetectionRow]:
-        d0, d1, edges = self._split(start, end)
-        raw = " UNION ALL ".join(
-            f"SELECT {_DAY_SQL}, source, 1, face_index = {NO_FACE_INDEX} FROM predictions "
-            f"WHERE ts >= :l{i} AND ts < :h{i} AND face_index <= 0 AND {_SOURCE_SQL}"
-            for i in range(len(edges)))
-        sql = (f"SELECT day, source, SUM(images), SUM(no_face) FROM (SELECT day, source, images, no_face "
-               f"FROM rollup_detection WHERE day >= :d0 AND day < :d1 AND {_SOURCE_SQL} UNION ALL {raw}) "
-               "GROUP BY 1, 2")
-        return [(_day(d), src, int(n), int(nf)) for d, src, n, nf in
-                self._query(sql, self._params(d0, d1, edges, source))]
+        rows = self._rollup_and_edges(
+            start, end, source,
+            rollup="day, source, images, no_face FROM rollup_detection",
+            raw=[f"{_DAY_SQL}, source, 1, face_index = {NO_FACE_INDEX}"],
+            faces="face_index <= 0",  # one row per image: its first face, or its no-face row
+            total="day, source, SUM(images), SUM(no_face)", group_by="1, 2")
+        return [(_day(d), src, int(n), int(nf)) for d, src, n, nf in rows]
 
     def feedback_counts(self, start: datetime | None, end: datetime | None,
                         source: str | None = None) -> list[FeedbackRow]:
