@@ -73,13 +73,14 @@ def test_review_retrain_promote_rollback(browser, tmp_path, tiny_model_path):  #
             page.goto(url)
             assert sidebar_model(page) == "tiny-served"
 
-            # Review: the unsure face first; one click labels it fear, another confirms the next.
+            # Review: the unsure face first; key 3 labels it fear, a click confirms the next.
             go(page, "Review")
             main.locator("h3", has_text="Sad").wait_for(timeout=STEP_MS)
             assert "30%" in main.inner_text()
             page.mouse.move(0, 0)  # no hover toolbar over the chart in the shot
             screenshot_whole_page(page, shots / "review.png")  # the README's (FACEXPR_UPDATE_SCREENSHOTS=1)
-            main.locator(".st-key-review_label_fear button").click()
+            main.locator(".st-key-review_label_fear button").wait_for(timeout=STEP_MS)  # its key is bound
+            page.keyboard.press("3")  # fear, the third expression; focus is on the sidebar link
             main.locator("[data-testid='stAlert']", has_text="Saved as fear").wait_for(timeout=STEP_MS)
             main.locator("h3", has_text="Happy").wait_for(timeout=STEP_MS)
             main.locator(".st-key-review_label_happy button").click()
