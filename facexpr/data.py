@@ -11,6 +11,7 @@ import io
 import lzma
 import os
 import sys
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -21,7 +22,7 @@ from PIL import Image
 from facexpr.errors import DataError, FacexprError
 from facexpr.imaging import encode_png
 from facexpr.labels import CROP_SIZE, EXPRESSIONS, INDEX, NUM_CLASSES
-from facexpr.store import open_store
+from facexpr.store import ImageStore, open_store
 
 
 @dataclass
@@ -81,7 +82,7 @@ def load_layout(uri: str, required: bool = True, workers: int = 8) -> Dataset:
     """
     try:
         store = open_store(uri)
-        keys = [k for k in store.list_keys() if k.split("/", 1)[0] in INDEX and k.lower().endswith(".png")]
+        keys = layout_keys(store.list_keys())
     except FacexprError:
         raise
     except Exception as exc:
@@ -89,13 +90,23 @@ def load_layout(uri: str, required: bool = True, workers: int = 8) -> Dataset:
     if not keys and required:
         raise DataError(f"No images found under {uri}: expected {uri}/<expression>/<name>.png "
                         f"with <expression> one of {', '.join(EXPRESSIONS)}.")
-    keys.sort()
+    return read_keys(store, sorted(keys), uri, workers)
+
+
+def layout_keys(keys: Iterable[str]) -> list[str]:
+    """The keys of a layout that are training images: `<expression>/<name>.png`."""
+    return [k for k in keys if k.split("/", 1)[0] in INDEX and k.lower().endswith(".png")]
+
+
+def read_keys(store: ImageStore, keys: list[str], source: str, workers: int = 8) -> Dataset:
+    """The images at KEYS of a layout (labelled by their folder), read in parallel; unreadable
+    ones are counted in `skipped`."""
     with ThreadPoolExecutor(workers) as pool:
         crops = list(pool.map(lambda k: _to_crop(store.get(k)), keys))
-    good = [(c, k) for c, k in zip(crops, keys, strict=True) if c is not None]
-    images = np.stack([c for c, _ in good]) if good else np.zeros((0, CROP_SIZE, CROP_SIZE), np.uint8)
-    labels = np.array([INDEX[k.split("/", 1)[0]] for _, k in good], dtype=np.int64)
-    return Dataset(images, labels, uri, skipped=len(keys) - len(good), keys=[k for _, k in good])
+    good = [(k, c) for k, c in zip(keys, crops, strict=True) if c is not None]
+    images = np.stack([c for _, c in good]) if good else np.zeros((0, CROP_SIZE, CROP_SIZE), np.uint8)
+    labels = np.array([INDEX[k.split("/", 1)[0]] for k, _ in good], dtype=np.int64)
+    return Dataset(images, labels, source, skipped=len(keys) - len(good), keys=[k for k, _ in good])
 
 
 def read_uri(uri: str) -> bytes:

@@ -33,11 +33,11 @@ from typing import Any
 import numpy as np
 
 from facexpr.config import Settings
-from facexpr.data import Dataset, _to_crop, load_layout
+from facexpr.data import Dataset, layout_keys, load_layout, read_keys
 from facexpr.errors import DataError, ModelError
 from facexpr.evaluate import answers, labelled_crops, report
 from facexpr.inference import has_native_bf16
-from facexpr.labels import EXPRESSIONS, INDEX
+from facexpr.labels import EXPRESSIONS
 from facexpr.model import CROP_SIZE, Classifier, ModelCard, build_network, load_classifier, save_model
 from facexpr.store import open_store
 
@@ -113,19 +113,11 @@ class Corrections:
 def load_corrections(uri: str, workers: int = 8) -> Corrections:
     """Every `<label>/<sha>.png` under URI with its metadata's group (see `group_of`)."""
     store = open_store(uri)
-    keys = sorted(k for k in store.list_keys() if k.split("/", 1)[0] in INDEX and k.lower().endswith(".png"))
-
-    def read(key: str) -> tuple[np.ndarray | None, dict[str, str]]:
-        return _to_crop(store.get(key)), store.metadata(key)
-
+    data = read_keys(store, sorted(layout_keys(store.list_keys())), uri, workers)
     with ThreadPoolExecutor(workers) as pool:
-        loaded = list(pool.map(read, keys))
-    good = [(k, c, m) for k, (c, m) in zip(keys, loaded, strict=True) if c is not None]
-    images = np.stack([c for _, c, _ in good]) if good else np.zeros((0, CROP_SIZE, CROP_SIZE), np.uint8)
-    labels = np.array([INDEX[k.split("/", 1)[0]] for k, _, _ in good], dtype=np.int64)
-    data = Dataset(images, labels, uri, skipped=len(keys) - len(good), keys=[k for k, _, _ in good])
-    return Corrections(data, [group_of(k, m) for k, _, m in good],
-                       [m.get("saved-at", "") for _, _, m in good])
+        metadata = list(pool.map(store.metadata, data.keys))
+    return Corrections(data, [group_of(k, m) for k, m in zip(data.keys, metadata, strict=True)],
+                       [m.get("saved-at", "") for m in metadata])
 
 
 def group_of(key: str, metadata: dict[str, str]) -> str:
@@ -160,16 +152,11 @@ def replay_sample(data_uri: str, n: int, seed: int, workers: int = 8) -> Dataset
     """N training images drawn without replacement (seeded) from DATA/train, read only those."""
     root = data_uri.rstrip("/") + "/train"
     store = open_store(root)
-    keys = sorted(k for k in store.list_keys() if k.split("/", 1)[0] in INDEX and k.lower().endswith(".png"))
+    keys = sorted(layout_keys(store.list_keys()))
     if not keys:
         raise DataError(f"No training images under {root}/<expression>/<name>.png to replay.")
     chosen = [keys[i] for i in np.sort(np.random.default_rng(seed).permutation(len(keys))[:n])]
-    with ThreadPoolExecutor(workers) as pool:
-        crops = list(pool.map(lambda k: _to_crop(store.get(k)), chosen))
-    good = [(k, c) for k, c in zip(chosen, crops, strict=True) if c is not None]
-    images = np.stack([c for _, c in good]) if good else np.zeros((0, CROP_SIZE, CROP_SIZE), np.uint8)
-    labels = np.array([INDEX[k.split("/", 1)[0]] for k, _ in good], dtype=np.int64)
-    return Dataset(images, labels, root, skipped=len(chosen) - len(good), keys=[k for k, _ in good])
+    return read_keys(store, chosen, root, workers)
 
 
 def batch_schedule(n_corrections: int, n_replay: int, recipe: RetrainRecipe

@@ -52,7 +52,8 @@ def test_deep_link_svg_and_phone_sidebar(browser, tmp_path, tiny_model_path):  #
             # Wait for Classify's own title: Batch shows the same upload limits, so waiting on them
             # could hand the drawing to Batch's uploader while the page is still changing (seen on CI).
             _main(page).locator("h1", has_text="Classify a headshot").wait_for(timeout=STEP_MS)
-            uploader = _main(page).locator("[data-testid='stFileUploader'] input[type='file']:not([multiple])")
+            single = "[data-testid='stFileUploader'] input[type='file']:not([multiple])"
+            uploader = _main(page).locator(single)
             uploader.wait_for(state="attached", timeout=STEP_MS)
             uploader.set_input_files(str(svg))
             refusal = _main(page).locator("[data-testid='stAlert']", has_text="SVG file is a drawing")
