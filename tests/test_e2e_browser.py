@@ -174,11 +174,24 @@ def metric(page, label: str) -> str:
 def correct_answer(page, predicted: str) -> str:
     """Choose another expression in the relabel chooser and save it; return the chosen one."""
     chosen = "surprise" if predicted != "surprise" else "neutral"
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
     chooser = page.locator("[class*='st-key-relabel_label-'] input")
-    chooser.scroll_into_view_if_needed()  # its list opens below it: not at the window's bottom edge
-    page.mouse.wheel(0, 300)
-    chooser.click()
-    page.get_by_role("option", name=chosen.capitalize(), exact=True).click()
+    option = page.get_by_role("option", name=chosen.capitalize(), exact=True)
+    pane = _main(page).bounding_box()
+    for _ in range(3):
+        chooser.scroll_into_view_if_needed()
+        # Its list opens below it: scroll the main pane (the wheel scrolls what is under the
+        # pointer) so that it does not sit at the window's bottom edge.
+        page.mouse.move(pane["x"] + pane["width"] / 2, pane["y"] + 200)
+        page.mouse.wheel(0, 300)
+        chooser.click()
+        try:
+            option.wait_for(timeout=5_000)
+            break
+        except PlaywrightTimeout:  # seen on CI: the list did not open, or closed again at once
+            page.keyboard.press("Escape")
+    option.click()
     save = page.locator("[class*='st-key-relabel_save-'] button")
     save.filter(has_text="Save correction").wait_for(timeout=STEP_MS)  # it read "Confirm" before
     save.click()
