@@ -224,7 +224,7 @@ class Verdict:
 def judge(val: dict[str, Any], heldout: dict[str, Any] | None, photos: dict[str, Any] | None) -> Verdict:
     """Served only if (held-out corrections or photos gain with p < 0.05) and val falls ≤ 1 point."""
     rules = []
-    for name, figures in (("heldout", heldout), ("photos", photos)):
+    for name, figures in (("held-out corrections", heldout), ("photos", photos)):
         if not figures or not figures["n"]:
             rules.append({"rule": f"gain on {name}", "passed": False, "why": "no faces to test on"})
             continue
@@ -240,8 +240,8 @@ def judge(val: dict[str, Any], heldout: dict[str, Any] | None, photos: dict[str,
     gain_ok = rules[0]["passed"] or rules[1]["passed"]
     passed = gain_ok and val_ok
     if passed:
-        reason = "gains beyond noise on " + " and ".join(r["rule"][8:] for r in rules[:2] if r["passed"]) \
-            + " and keeps FER2013 val"
+        gains = " and ".join(r["rule"].removeprefix("gain on ") for r in rules[:2] if r["passed"])
+        reason = f"gains beyond noise on {gains} and keeps FER2013 val"
     elif not gain_ok:
         reason = "no gain beyond noise on held-out corrections or photos"
         reason += "" if val_ok else "; and FER2013 val falls by more than 1 point"

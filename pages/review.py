@@ -61,9 +61,9 @@ with answer_col:
     crop.image(load_crop(settings, item), caption="48×48 crop", width=72)
     st.altair_chart(probability_chart(item.probabilities), width="stretch")
     st.write("What does this face show? (keys 1–7)")
-    columns = st.columns(4)
+    columns = st.columns(3)  # four across cut "Surprise 6" short beside the photo
     for n, name in enumerate(EXPRESSIONS):
-        if columns[n % 4].button(name.capitalize(), key=f"review_label_{name}",
+        if columns[n % 3].button(name.capitalize(), key=f"review_label_{name}",
                                  shortcut=str(n + 1), width="stretch"):
             try:
                 saved, warning = label_item(settings, get_history(), item, name, group=session_group())
@@ -73,6 +73,6 @@ with answer_col:
                 st.session_state["review_last"] = saved
                 st.session_state["review_last_warning"] = warning
                 st.rerun()
-    if columns[3].button("Skip", key="review_skip", width="stretch"):
+    if columns[len(EXPRESSIONS) % 3].button("Skip", key="review_skip", width="stretch"):
         review_skipped().add(item.record_id)
         st.rerun()

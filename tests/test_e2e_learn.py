@@ -9,13 +9,19 @@ from __future__ import annotations
 import json
 import os
 import re
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+
+import numpy as np
 
 from facexpr.config import load_settings
 from facexpr.history import EMBEDDED_FILE, SqliteHistory
+from facexpr.imaging import decode_gray
+from facexpr.predict import Prediction, find_crops
 from facexpr.registry import ModelRegistry
 from facexpr.review import keep_for_review
 from facexpr.store import open_store
+from tests.conftest import FIXTURES
 from tests.layouts import make_layout
 from tests.test_e2e_browser import (  # noqa: F401
     README_SCREENSHOTS,
@@ -43,6 +49,16 @@ def sidebar_model(page, expected: str | None = None) -> str:
     return caption.first.inner_text().split("·")[0].removeprefix("Model").strip()
 
 
+def photo_answer(sha: str, expression: str, confidence: float, mirrored: bool) -> Prediction:
+    """A made-up answer (EXPRESSION at CONFIDENCE) about a real face: the public-domain fixture
+    photo, its face found and cropped as the app does, so the Review page shows a face."""
+    gray = decode_gray((FIXTURES / "astronaut.jpg").read_bytes())
+    gray = np.ascontiguousarray(gray[:, ::-1]) if mirrored else gray
+    _, boxes, crops = find_crops(gray, "detect")
+    made = answer(sha, expression, confidence, model="tiny-served")
+    return replace(made, gray=gray, faces=[replace(made.faces[0], box=boxes[0], crop=crops[0])])
+
+
 def go(page, name: str) -> None:
     page.locator("[data-testid='stSidebarNav']").get_by_role("link", name=name).click()
 
@@ -57,7 +73,7 @@ def test_review_retrain_promote_rollback(browser, tmp_path, tiny_model_path):  #
     history = SqliteHistory(settings.data_dir / EMBEDDED_FILE)
     now = datetime.now(UTC)
     for step, (sha, expression, confidence) in enumerate((("a", "happy", 0.9), ("b", "sad", 0.3))):
-        prediction = answer(sha, expression, confidence, model="tiny-served")
+        prediction = photo_answer(sha, expression, confidence, mirrored=step == 1)
         history.record(prediction, "upload", now - timedelta(minutes=10 - step))
         keep_for_review(settings, prediction)
     history.close()
