@@ -140,7 +140,7 @@ def models_chart(models: pd.DataFrame) -> alt.Chart | None:
                                            "low_confidence_share": f"share below {LOW_CONFIDENCE:.0%}",
                                            "agreement": "agreement with people"})
     return alt.Chart(long).mark_bar().encode(
-        # One word a line: in a half-width chart the names were cut to "agreement with p…".
+        # One word a line: on one line the names were cut to "agreement with p…".
         x=alt.X("measure:N", title=None, axis=alt.Axis(labelAngle=0, labelExpr="split(datum.label, ' ')")),
         xOffset="model_version:N",
         y=alt.Y("value:Q", title=None, scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%")),
