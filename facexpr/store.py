@@ -34,7 +34,8 @@ class ImageStore(Protocol):
 
     def get(self, key: str) -> bytes: ...
 
-    def metadata(self, key: str) -> dict[str, str]: ...
+    def metadata(self, key: str) -> dict[str, str]:
+        """KEY's metadata; {} when KEY is not there (another writer may remove it at any moment)."""
 
     def exists(self, key: str) -> bool: ...
 
@@ -238,8 +239,17 @@ class S3Store:
             return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
 
     def metadata(self, key: str) -> dict[str, str]:
+        from botocore.exceptions import ClientError
+
         with self._errors(key):
-            return self.client.head_object(Bucket=self.bucket, Key=self._key(key))["Metadata"]
+            try:
+                return self.client.head_object(Bucket=self.bucket, Key=self._key(key))["Metadata"]
+            except ClientError as exc:
+                # Gone between a caller's exists() and this: no answer there, not a failure (the
+                # relabel save would otherwise queue a put it had made, and redeliver it later).
+                if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                    return {}
+                raise
 
     def exists(self, key: str) -> bool:
         from botocore.exceptions import ClientError

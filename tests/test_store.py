@@ -34,6 +34,14 @@ def test_put_get_metadata_round_trip(store):
         assert Path(location).read_bytes() == PNG
 
 
+def test_metadata_of_a_key_that_is_gone_is_empty_not_an_error(store):
+    """Another writer may delete an answer between a settle's exists() and its metadata read."""
+    store.put("fear/gone.png", PNG, {"saved-at": "2026-06-01T09:00:00+00:00"})
+    store.delete("fear/gone.png")
+    assert store.metadata("fear/gone.png") == {}
+    assert store.metadata("fear/never.png") == {}
+
+
 def test_put_twice_is_one_object(store):
     store.put("sad/x.png", PNG, {"a": "1"})
     store.put("sad/x.png", PNG, {"a": "1"})
