@@ -135,6 +135,19 @@ def evidence_on_failure(page, folder: Path) -> Iterator[None]:
         raise
 
 
+@contextmanager
+def browser_page(browser, folder: Path, width: int = 1280, height: int = 900, **options) -> Iterator:
+    """A page in a fresh browser context of WIDTH × HEIGHT; what it showed is kept in FOLDER when a
+    step fails, and the context is closed after."""
+    context = browser.new_context(viewport={"width": width, "height": height}, **options)
+    try:
+        page = context.new_page()
+        with evidence_on_failure(page, folder):
+            yield page
+    finally:
+        context.close()
+
+
 def _main(page):
     return page.locator("[data-testid='stMain']")
 
@@ -261,13 +274,10 @@ def test_upload_correct_and_see_it_on_model_health(browser, tmp_path, tiny_model
     data_dir = tmp_path / "data"
     model = served_model(tiny_model_path)
     with app_server(tmp_path, {"FACEXPR_DATA_DIR": str(data_dir), "FACEXPR_MODEL": str(model)}) as url:
-        context = browser.new_context(viewport={"width": 1280, "height": 900})
-        page = context.new_page()
-        with evidence_on_failure(page, tmp_path):
+        with browser_page(browser, tmp_path) as page:
             oversize_upload_is_refused(page, url, tmp_path)
             shots = README_SCREENSHOTS if os.environ.get("FACEXPR_UPDATE_SCREENSHOTS") == "1" else tmp_path
             predicted, chosen = classify_correct_and_see_it_counted(page, url, data_dir, shots)
-        context.close()
 
     # Recorded once, with the person's label (the history is the embedded store under the data dir).
     from facexpr.history import EMBEDDED_FILE, SqliteHistory
@@ -315,11 +325,8 @@ def test_s3_and_mongodb_down_while_a_person_works(browser, tmp_path, tiny_model_
            "AWS_DEFAULT_REGION": "us-east-1",
            "FACEXPR_MONGODB_URI": f"mongodb://facexpr:{secret}@127.0.0.1:{_closed_port()}/"}
     with app_server(tmp_path, env) as url:
-        context = browser.new_context(viewport={"width": 1280, "height": 900})
-        page = context.new_page()
-        with evidence_on_failure(page, tmp_path):
+        with browser_page(browser, tmp_path) as page:
             shown = work_through_an_outage(page, url)
-        context.close()
 
     assert secret not in shown  # neither the AWS key nor the password in the MongoDB URI is shown
     # Nothing lost: the face crop and the upload wait in the outbox, the history writes in its buffer.

@@ -28,7 +28,7 @@ from tests.test_e2e_browser import (  # noqa: F401 (browser is a fixture)
     _main,
     app_server,
     browser,
-    evidence_on_failure,
+    browser_page,
 )
 
 
@@ -125,10 +125,8 @@ def test_ten_photos_in_one_session_each_confirmed_under_its_prediction(browser, 
     env = {"FACEXPR_DATA_DIR": str(data_dir), "FACEXPR_MODEL": str(newest_model())}
     shown: list[tuple[str, str, str, Path]] = []  # (headline, chooser, button, stored path)
     with app_server(tmp_path, env) as url:
-        context = browser.new_context(viewport={"width": 1280, "height": 900})
-        page = context.new_page()
-        main = _main(page)
-        with evidence_on_failure(page, tmp_path):
+        with browser_page(browser, tmp_path) as page:
+            main = _main(page)
             page.goto(url)
             main.get_by_text("Choose a photo").wait_for(timeout=SLOW_MS)
             previous = None
@@ -157,7 +155,6 @@ def test_ten_photos_in_one_session_each_confirmed_under_its_prediction(browser, 
                 shown.append((predicted, chooser, button, Path(where.group(1))))
                 previous = predicted
             batch_page_lists_every_file(page, photos, tmp_path)
-        context.close()
 
     answers = [s[0] for s in shown]
     print("shown:", *shown, sep="\n  ")

@@ -29,7 +29,7 @@ from tests.test_e2e_browser import (  # noqa: F401
     _main,
     app_server,
     browser,
-    evidence_on_failure,
+    browser_page,
     screenshot_whole_page,
 )
 from tests.test_page_learn import FAST
@@ -82,10 +82,8 @@ def test_review_retrain_promote_rollback(browser, tmp_path, tiny_model_path):  #
            "FACEXPR_RETRAIN_RECIPE": json.dumps(FAST)}
     shots = README_SCREENSHOTS if os.environ.get("FACEXPR_UPDATE_SCREENSHOTS") == "1" else tmp_path
     with app_server(tmp_path, env) as url:
-        context = browser.new_context(viewport={"width": 1280, "height": 1000})
-        page = context.new_page()
-        main = _main(page)
-        with evidence_on_failure(page, tmp_path):
+        with browser_page(browser, tmp_path, height=1000) as page:
+            main = _main(page)
             page.goto(url)
             assert sidebar_model(page) == "tiny-served"
 
@@ -118,7 +116,6 @@ def test_review_retrain_promote_rollback(browser, tmp_path, tiny_model_path):  #
             assert sidebar_model(page, name) == name
             main.get_by_role("button", name="Rollback").click()
             assert sidebar_model(page, "tiny-served") == "tiny-served"
-        context.close()
 
     registry = ModelRegistry(settings)
     assert registry.served() == "tiny-served"

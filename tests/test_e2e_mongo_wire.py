@@ -25,8 +25,8 @@ from tests.test_e2e_browser import (  # noqa: F401  (browser is a fixture)
     _main,
     app_server,
     browser,
+    browser_page,
     correct_answer,
-    evidence_on_failure,
     metric,
 )
 
@@ -56,10 +56,8 @@ def test_the_app_on_a_mongodb_wire_server_through_an_outage(browser, tmp_path, t
         env = {"FACEXPR_DATA_DIR": str(data_dir), "FACEXPR_MODEL": str(tiny_model_path),
                "FACEXPR_MONGODB_URI": server.uri, "FACEXPR_MONGODB_DB": DB}
         with app_server(tmp_path, env) as url:
-            context = browser.new_context(viewport={"width": 1280, "height": 900})
-            page = context.new_page()
-            main = _main(page)
-            with evidence_on_failure(page, tmp_path):
+            with browser_page(browser, tmp_path) as page:
+                main = _main(page)
                 # 1. The database is up: classify, correct, and see it counted.
                 predicted = upload(page, url, FIXTURES / "astronaut.jpg")
                 chosen = correct_answer(page, predicted)
@@ -95,7 +93,6 @@ def test_the_app_on_a_mongodb_wire_server_through_an_outage(browser, tmp_path, t
                 page.reload()  # and again: nothing delivered twice
                 page.locator(".st-key-health_window").wait_for(timeout=STEP_MS)
                 assert metric(page, "Faces classified") == "2"
-            context.close()
 
         assert len(WriteBuffer(data_dir / BUFFER_FILE)) == 0
         client = MongoClient(server.uri, tz_aware=True)

@@ -13,7 +13,7 @@ from tests.test_e2e_browser import (  # noqa: F401 (browser is a fixture)
     _main,
     app_server,
     browser,
-    evidence_on_failure,
+    browser_page,
 )
 
 SVG = (b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg" width="64" height="64">'
@@ -33,9 +33,7 @@ def wait_for_sidebar(page, condition: str) -> None:
 def test_deep_link_svg_and_phone_sidebar(browser, tmp_path, tiny_model_path):  # noqa: F811
     env = {"FACEXPR_DATA_DIR": str(tmp_path / "data"), "FACEXPR_MODEL": str(tiny_model_path)}
     with app_server(tmp_path, env) as url:
-        context = browser.new_context(viewport={"width": 1280, "height": 900})
-        page = context.new_page()
-        with evidence_on_failure(page, tmp_path):
+        with browser_page(browser, tmp_path) as page:
             # 1. The first request after the start is a deep link: the app's pages, not Streamlit's list.
             page.goto(url + "/batch")
             page.locator("[data-testid='stSidebar']").get_by_text("Model tiny-test").wait_for(timeout=SLOW_MS)
@@ -59,13 +57,10 @@ def test_deep_link_svg_and_phone_sidebar(browser, tmp_path, tiny_model_path):  #
             refusal = _main(page).locator("[data-testid='stAlert']", has_text="SVG file is a drawing")
             refusal.wait_for(timeout=STEP_MS)
             assert "face.svg" in refusal.inner_text() and "JPEG" in refusal.inner_text()
-        context.close()
 
         # 3. Phone width with a desktop browser: Streamlit closes the sidebar itself only for
         #    browsers that say they are mobile; the app closes it for narrow windows too.
-        phone = browser.new_context(viewport={"width": 390, "height": 844}, has_touch=True)
-        page = phone.new_page()
-        with evidence_on_failure(page, tmp_path):
+        with browser_page(browser, tmp_path, width=390, height=844, has_touch=True) as page:
             page.goto(url)
             _main(page).get_by_text("Choose a photo").wait_for(timeout=SLOW_MS)
             assert sidebar_width(page) == 0  # starts closed at this width
@@ -74,4 +69,3 @@ def test_deep_link_svg_and_phone_sidebar(browser, tmp_path, tiny_model_path):  #
             page.locator("[data-testid='stSidebarNav']").get_by_role("link", name="Batch").tap()
             _main(page).locator("h1", has_text="Batch").wait_for(timeout=STEP_MS)
             wait_for_sidebar(page, "=== 0")
-        phone.close()
