@@ -2,7 +2,7 @@
 
 The shipped model lives once in git, in models/ (beside its card and learning curve, where the app,
 training and the README look for it); a wheel carries it inside the package, so an installed
-facexpr answers with no checkout (facexpr.model looks there when it does not run from one).
+facexpr answers with no checkout (facexpr.model.classifier looks there when it does not run from one).
 """
 
 from setuptools import find_packages, setup

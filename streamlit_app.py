@@ -2,8 +2,8 @@
 
 import streamlit as st
 
-from facexpr.errors import FacexprError
-from facexpr.ui import close_sidebar_after_navigation, get_settings, model_selector, served_classifier
+from facexpr.app.ui import close_sidebar_after_navigation, get_settings, model_selector, served_classifier
+from facexpr.core.errors import FacexprError
 
 st.set_page_config(page_title="facexpr", page_icon="🙂", layout="wide")
 

@@ -25,9 +25,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from facexpr.health import health_report, window_bounds  # noqa: E402
-from facexpr.history import EMBEDDED_FILE, SqliteHistory  # noqa: E402
-from facexpr.labels import EXPRESSIONS  # noqa: E402
+from facexpr.core.labels import EXPRESSIONS  # noqa: E402
+from facexpr.serve.health import health_report, window_bounds  # noqa: E402
+from facexpr.storage.history import EMBEDDED_FILE, SqliteHistory  # noqa: E402
 
 TARGET_S = 1.5
 

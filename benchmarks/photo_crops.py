@@ -17,10 +17,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from facexpr.faces import Box, crop_face, detect_faces
-from facexpr.imaging import decode_gray
-from facexpr.labels import INDEX
-from facexpr.model import load_classifier
+from facexpr.core.labels import INDEX
+from facexpr.model.classifier import load_classifier
+from facexpr.photo.faces import Box, crop_face, detect_faces
+from facexpr.photo.imaging import decode_gray
 
 
 def _jpeg(crop: np.ndarray, quality: int = 40) -> np.ndarray:

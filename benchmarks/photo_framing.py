@@ -23,11 +23,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from facexpr.evaluate import report
-from facexpr.faces import Box, crop_face, detect_faces
-from facexpr.imaging import decode_gray
-from facexpr.labels import EXPRESSIONS, INDEX
-from facexpr.model import load_classifier
+from facexpr.core.labels import EXPRESSIONS, INDEX
+from facexpr.learn.evaluate import report
+from facexpr.model.classifier import load_classifier
+from facexpr.photo.faces import Box, crop_face, detect_faces
+from facexpr.photo.imaging import decode_gray
 
 SCALES = (0.80, 0.85, 0.90, 0.95, 1.00, 1.05)
 OFFSETS = (-0.10, -0.05, 0.0, 0.05, 0.10)

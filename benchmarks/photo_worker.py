@@ -31,8 +31,8 @@ def emit(obj: dict) -> None:
 
 class FacexprRunner:
     def __init__(self, model: str | None) -> None:
-        from facexpr.model import load_classifier
-        from facexpr.predict import predict_image
+        from facexpr.model.classifier import load_classifier
+        from facexpr.model.predict import predict_image
 
         self.classifier = load_classifier(model)
         self._predict = predict_image
@@ -57,8 +57,8 @@ class FacexprBeforeRunner(FacexprRunner):
     """facexpr with the settings this benchmark replaced: one 320-px detection pass, Keras itself."""
 
     def __init__(self, model: str | None) -> None:
-        from facexpr import faces
-        from facexpr.model import Classifier
+        from facexpr.model.classifier import Classifier
+        from facexpr.photo import faces
 
         faces.COARSE_PASSES = ()
         super().__init__(model)

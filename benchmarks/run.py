@@ -225,7 +225,7 @@ def _crops(n: int, seed: int = 0):
 def _real_faces():
     """FER2013 val crops and labels when ../shared has them (agreement and accuracy are checked
     on real faces), else noise without labels."""
-    from facexpr.data import load_layout
+    from facexpr.learn.data import load_layout
 
     val = SHARED_DATA / "fer2013" / "val"
     if val.is_dir():
@@ -238,8 +238,8 @@ def section_batch(model: str) -> dict[str, Any]:
     import numpy as np
     import tensorflow as tf
 
-    from facexpr.inference import has_native_bf16
-    from facexpr.model import BATCH_SIZE, Classifier, load_classifier
+    from facexpr.model.classifier import BATCH_SIZE, Classifier, load_classifier
+    from facexpr.model.inference import has_native_bf16
 
     served = load_classifier(model)
     keras_path = Classifier(served.network, served.card, served.path, fast=False)
@@ -303,7 +303,7 @@ def section_batch(model: str) -> dict[str, Any]:
 def section_single(model: str) -> dict[str, Any]:
     import numpy as np
 
-    from facexpr.model import Classifier, load_classifier
+    from facexpr.model.classifier import Classifier, load_classifier
 
     served = load_classifier(model)
     keras_path = Classifier(served.network, served.card, served.path, fast=False)
@@ -393,9 +393,9 @@ def section_train(model: str, steps: int = 48, warmup: int = 8) -> dict[str, Any
     import keras
     import numpy as np
 
-    from facexpr.data import Dataset
-    from facexpr.model import build_network
-    from facexpr.train import Recipe, _compile, _make_datasets
+    from facexpr.learn.data import Dataset
+    from facexpr.learn.train import Recipe, _compile, _make_datasets
+    from facexpr.model.classifier import build_network
 
     recipe = Recipe()
     keras.utils.set_random_seed(recipe.seed)
@@ -557,7 +557,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.model:
         model = str(Path(args.model).resolve())
     else:
-        from facexpr.model import newest_model
+        from facexpr.model.classifier import newest_model
 
         model = str(Path(os.environ.get("FACEXPR_MODEL") or newest_model()).resolve())
     if args.section:

@@ -12,10 +12,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from facexpr.augment import AUGMENTATIONS
-from facexpr.errors import FacexprError
-from facexpr.imaging import PHOTO_SUFFIXES
-from facexpr.model import PRECISIONS
+from facexpr.core.errors import FacexprError
+from facexpr.learn.augment import AUGMENTATIONS
+from facexpr.model.classifier import PRECISIONS
+from facexpr.photo.imaging import PHOTO_SUFFIXES
 
 IMAGE_SUFFIXES = set(PHOTO_SUFFIXES)  # what `predict DIR` takes from a folder
 
@@ -46,7 +46,7 @@ def _load(args: argparse.Namespace, precision: str = "float32"):
 
     logging.getLogger("absl").setLevel(logging.ERROR)  # a deprecation notice from the TFLite converter
     with native_logs_held():
-        from facexpr.model import load_classifier
+        from facexpr.model.classifier import load_classifier
 
         return load_classifier(_model_path(args), precision)
 
@@ -64,8 +64,8 @@ def _expand_images(paths: list[str]) -> list[str]:
 
 
 def _read_image(path: str) -> bytes:
-    from facexpr.errors import ImageError
-    from facexpr.imaging import read_image_file
+    from facexpr.core.errors import ImageError
+    from facexpr.photo.imaging import read_image_file
 
     if Path(path).is_dir():  # _expand_images left it: nothing to classify in it
         raise ImageError(f"is a folder with no images in it ({', '.join(sorted(IMAGE_SUFFIXES))}).")
@@ -74,14 +74,14 @@ def _read_image(path: str) -> bytes:
 
 def _model_path(args: argparse.Namespace) -> str | None:
     """--model, else what the app serves: FACEXPR_MODEL, the registry's version, the shipped model."""
-    from facexpr.config import load_settings
-    from facexpr.registry import served_model_path
+    from facexpr.core.config import load_settings
+    from facexpr.model.registry import served_model_path
 
     return args.model or served_model_path(load_settings())
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from facexpr.predict import predict_image
+    from facexpr.model.predict import predict_image
 
     images = _expand_images(args.images)
     classifier = _load(args)
@@ -106,8 +106,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                                 for f in result["faces"])
             print(f"{path}: {answers} ({result['latency_ms']['total']:.0f} ms)", flush=True)
     if args.record:
-        from facexpr.config import load_settings
-        from facexpr.history import open_history, record_batch_safely
+        from facexpr.core.config import load_settings
+        from facexpr.storage.history import open_history, record_batch_safely
 
         warning = record_batch_safely(lambda: open_history(load_settings()), answered, "cli")
         if warning:
@@ -116,8 +116,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from facexpr.evaluate import evaluate_dir
-    from facexpr.model import add_to_card
+    from facexpr.learn.evaluate import evaluate_dir
+    from facexpr.model.classifier import add_to_card
 
     classifier = _load(args, args.precision)
     result = evaluate_dir(Path(args.dir), classifier, args.faces)
@@ -136,7 +136,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _print_confusion(matrix: list[list[int]]) -> None:
-    from facexpr.labels import EXPRESSIONS
+    from facexpr.core.labels import EXPRESSIONS
 
     names = [e[:8] for e in EXPRESSIONS]
     print("confusion (rows: true expression, columns: predicted)")
@@ -154,7 +154,7 @@ def _print_per_class(per_class: dict[str, dict[str, float]]) -> None:
 
 
 def _cmd_import_fer2013(args: argparse.Namespace) -> int:
-    from facexpr.data import import_fer2013
+    from facexpr.learn.data import import_fer2013
 
     counts = import_fer2013(args.csv, args.out)
     for split, per_class in counts.items():
@@ -164,7 +164,7 @@ def _cmd_import_fer2013(args: argparse.Namespace) -> int:
 
 
 def _cmd_upload_dataset(args: argparse.Namespace) -> int:
-    from facexpr.data import upload_dataset
+    from facexpr.learn.data import upload_dataset
 
     counts = upload_dataset(args.dir, args.to)
     print(f"uploaded {sum(counts.values())} images to {args.to}  "
@@ -194,8 +194,8 @@ def _fraction(text: str) -> float:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from facexpr.config import load_settings
-    from facexpr.train import Recipe, train
+    from facexpr.core.config import load_settings
+    from facexpr.learn.train import Recipe, train
 
     recipe = Recipe()
     if args.epochs is not None:
@@ -234,9 +234,9 @@ def _share(text: str) -> float:
 
 
 def _cmd_retrain(args: argparse.Namespace) -> int:
-    from facexpr.config import load_settings
-    from facexpr.registry import ModelRegistry
-    from facexpr.retrain import RetrainRecipe, retrain
+    from facexpr.core.config import load_settings
+    from facexpr.learn.retrain import RetrainRecipe, retrain
+    from facexpr.model.registry import ModelRegistry
 
     recipe = RetrainRecipe()
     for option in ("epochs", "share", "replay", "seed", "learning_rate", "heldout"):
@@ -288,8 +288,8 @@ def _before_after(card: dict) -> str:
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    from facexpr.config import load_settings
-    from facexpr.registry import ModelRegistry
+    from facexpr.core.config import load_settings
+    from facexpr.model.registry import ModelRegistry
 
     settings = load_settings()
     registry = ModelRegistry(settings)
@@ -311,8 +311,8 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 
 def _cmd_promote(args: argparse.Namespace) -> int:
-    from facexpr.config import load_settings
-    from facexpr.registry import ModelRegistry
+    from facexpr.core.config import load_settings
+    from facexpr.model.registry import ModelRegistry
 
     state = ModelRegistry(load_settings()).promote(args.name, force=args.force)
     print(f"{state.served} is now served.")
@@ -320,8 +320,8 @@ def _cmd_promote(args: argparse.Namespace) -> int:
 
 
 def _cmd_rollback(args: argparse.Namespace) -> int:
-    from facexpr.config import load_settings
-    from facexpr.registry import ModelRegistry
+    from facexpr.core.config import load_settings
+    from facexpr.model.registry import ModelRegistry
 
     state = ModelRegistry(load_settings()).rollback()
     print(f"{state.served} is now served." if state.served else "The shipped model in models/ is now served.")
@@ -329,10 +329,10 @@ def _cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def _cmd_import_corrections(args: argparse.Namespace) -> int:
-    from facexpr.config import load_settings
-    from facexpr.corrections import import_corrections
-    from facexpr.history import SOURCES, open_history
-    from facexpr.model import load_classifier
+    from facexpr.core.config import load_settings
+    from facexpr.learn.corrections import import_corrections
+    from facexpr.model.classifier import load_classifier
+    from facexpr.storage.history import SOURCES, open_history
 
     if args.source not in SOURCES:
         raise FacexprError(f"Unknown source {args.source!r}: use one of {', '.join(SOURCES)}.")
@@ -357,7 +357,7 @@ def _cmd_import_corrections(args: argparse.Namespace) -> int:
 
 
 def _cmd_pack(args: argparse.Namespace) -> int:
-    from facexpr.data import pack_dataset
+    from facexpr.learn.data import pack_dataset
 
     counts = pack_dataset(args.data, args.out, args.ferplus)
     size = Path(args.out).stat().st_size / 2**20
@@ -366,8 +366,8 @@ def _cmd_pack(args: argparse.Namespace) -> int:
 
 
 def _cmd_sync(args: argparse.Namespace) -> int:
-    from facexpr.config import load_settings
-    from facexpr.relabel import flush_outbox, outbox_for
+    from facexpr.core.config import load_settings
+    from facexpr.storage.relabel import flush_outbox, outbox_for
 
     settings = load_settings()
     outbox = outbox_for(settings)
@@ -385,14 +385,14 @@ def _cmd_sync(args: argparse.Namespace) -> int:
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     if args.print_openapi:
-        from facexpr.api import openapi_json
+        from facexpr.serve.api import openapi_json
 
         print(openapi_json())
         return 0
     import uvicorn
 
     # The factory runs in each worker process: every worker loads the model once at start-up.
-    uvicorn.run("facexpr.api:create_app", factory=True, host=args.host, port=args.port,
+    uvicorn.run("facexpr.serve.api:create_app", factory=True, host=args.host, port=args.port,
                 workers=args.workers, log_level=args.log_level, timeout_graceful_shutdown=10)
     return 0
 

@@ -3,11 +3,11 @@
 import altair as alt
 import streamlit as st
 
-from facexpr.batch import classify_files, faces_table, plural, results_table, summary, to_csv
-from facexpr.history import record_batch_safely
-from facexpr.ui import get_history, served_classifier, through_the_entry_script, upload_limits
+from facexpr.app.ui import get_history, served_classifier, through_the_entry_script, upload_limits
+from facexpr.serve.batch import classify_files, faces_table, plural, results_table, summary, to_csv
+from facexpr.storage.history import record_batch_safely
 
-through_the_entry_script()  # a deep link as the first request (facexpr.ui)
+through_the_entry_script()  # a deep link as the first request (facexpr.app.ui)
 st.title("Batch")
 st.caption("Classify many photos at once. Files that cannot be read are listed with the reason; "
            "the rest are still classified.")

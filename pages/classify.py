@@ -2,13 +2,8 @@
 
 import streamlit as st
 
-from facexpr.charts import draw_faces, probability_chart
-from facexpr.errors import FacexprError
-from facexpr.explain import grad_cam, overlay
-from facexpr.imaging import check_upload_name
-from facexpr.labels import EXPRESSIONS, INDEX
-from facexpr.relabel import save_relabel
-from facexpr.ui import (
+from facexpr.app.charts import draw_faces, probability_chart
+from facexpr.app.ui import (
     answer_key,
     classify_cached,
     get_settings,
@@ -21,8 +16,13 @@ from facexpr.ui import (
     through_the_entry_script,
     upload_limits,
 )
+from facexpr.core.errors import FacexprError
+from facexpr.core.labels import EXPRESSIONS, INDEX
+from facexpr.model.explain import grad_cam, overlay
+from facexpr.photo.imaging import check_upload_name
+from facexpr.storage.relabel import save_relabel
 
-through_the_entry_script()  # a deep link as the first request (facexpr.ui)
+through_the_entry_script()  # a deep link as the first request (facexpr.app.ui)
 st.title("Classify a headshot")
 st.caption("Upload a black-and-white or colour photo, or take one with your camera. facexpr finds each "
            "face, shows it as the model sees it (gray), and tells which of seven expressions it shows.")
@@ -92,7 +92,7 @@ with answer_col:
                 st.warning(f"Too small to trust: this face is {face.box.w}×{face.box.h} pixels, and the "
                            "model reads 48×48, so most of what it saw was filled in. Choose the true "
                            "expression yourself before saving.")
-            # Confirm or correct: facexpr.relabel stores the crop (or keeps it in the outbox). A face
+            # Confirm or correct: facexpr.storage.relabel stores the crop (or keeps it in the outbox). A face
             # too small to trust is not preset to the answer: nothing is confirmed without a choice.
             chosen = st.selectbox("True expression", EXPRESSIONS,
                                   index=None if face.too_small else INDEX[face.expression],

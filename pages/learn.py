@@ -3,13 +3,13 @@
 import pandas as pd
 import streamlit as st
 
-from facexpr import jobs
-from facexpr.errors import FacexprError
-from facexpr.registry import ModelRegistry
-from facexpr.retrain import before_after_rows, recipe_from
-from facexpr.ui import get_settings, relabel_counts, served_classifier, through_the_entry_script
+from facexpr.app import jobs
+from facexpr.app.ui import get_settings, relabel_counts, served_classifier, through_the_entry_script
+from facexpr.core.errors import FacexprError
+from facexpr.learn.retrain import before_after_rows, recipe_from
+from facexpr.model.registry import ModelRegistry
 
-through_the_entry_script()  # a deep link as the first request (facexpr.ui)
+through_the_entry_script()  # a deep link as the first request (facexpr.app.ui)
 st.title("Learn from corrections")
 st.caption("Fine-tunes the served model on people's confirmations and corrections, with a replayed "
            "sample of the training data, then compares it with the served model before it may be served.")

@@ -2,10 +2,10 @@
 
 import streamlit as st
 
-from facexpr import health
-from facexpr import health_charts as charts
-from facexpr.history import SOURCES, HistoryError, HistoryUnavailable
-from facexpr.ui import get_history, get_settings, served_model, through_the_entry_script
+from facexpr.app import health_charts as charts
+from facexpr.app.ui import get_history, get_settings, served_model, through_the_entry_script
+from facexpr.serve import health
+from facexpr.storage.history import SOURCES, HistoryError, HistoryUnavailable
 
 
 def chart(figure, empty_note: str) -> None:
@@ -19,7 +19,7 @@ def percent(value: float | None) -> str:
     return "—" if value is None else f"{value:.0%}"
 
 
-through_the_entry_script()  # a deep link as the first request (facexpr.ui)
+through_the_entry_script()  # a deep link as the first request (facexpr.app.ui)
 st.title("Model health")
 st.caption("Every face the app classifies is recorded with its answer, confidence and timings; "
            "people's confirmations and corrections show how often the model is right.")

@@ -2,13 +2,9 @@
 
 import streamlit as st
 
-from facexpr.charts import draw_faces, probability_chart
-from facexpr.errors import FacexprError
-from facexpr.faces import Box
-from facexpr.imaging import decode_gray
-from facexpr.labels import EXPRESSIONS
-from facexpr.review import REVIEW_DAYS, label_item, load_crop, load_photo, review_queue, review_uri
-from facexpr.ui import (
+from facexpr.app.charts import draw_faces, probability_chart
+from facexpr.app.review import REVIEW_DAYS, label_item, load_crop, load_photo, review_queue, review_uri
+from facexpr.app.ui import (
     get_history,
     get_settings,
     review_skipped,
@@ -16,8 +12,12 @@ from facexpr.ui import (
     sweep_review,
     through_the_entry_script,
 )
+from facexpr.core.errors import FacexprError
+from facexpr.core.labels import EXPRESSIONS
+from facexpr.photo.faces import Box
+from facexpr.photo.imaging import decode_gray
 
-through_the_entry_script()  # a deep link as the first request (facexpr.ui)
+through_the_entry_script()  # a deep link as the first request (facexpr.app.ui)
 st.title("Review")
 st.caption(f"Answers from the last {REVIEW_DAYS} days that nobody has confirmed or corrected yet: first "
            "where the two latest models disagree, then the least confident. Each label you give is stored "

@@ -64,8 +64,8 @@ def blank_photo_bytes() -> bytes:
 @pytest.fixture(scope="session")
 def tiny_model_path(tmp_path_factory) -> Path:
     """An untrained two-stage network with a model card: loads in a second, answers anything."""
-    from facexpr.labels import EXPRESSIONS
-    from facexpr.model import ModelCard, build_network, save_model
+    from facexpr.core.labels import EXPRESSIONS
+    from facexpr.model.classifier import ModelCard, build_network, save_model
 
     out = tmp_path_factory.mktemp("models") / "tiny-test"
     card = {"name": "tiny-test", "trained_at": "2026-01-01T00:00:00+00:00", "classes": list(EXPRESSIONS),
@@ -75,7 +75,7 @@ def tiny_model_path(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_classifier(tiny_model_path):
-    from facexpr.model import load_classifier
+    from facexpr.model.classifier import load_classifier
 
     return load_classifier(tiny_model_path)
 
@@ -88,8 +88,8 @@ def use_tiny_model(monkeypatch, tiny_model_path) -> Path:
 
 def shipped_card() -> dict | None:
     """The card of the model the app serves by default, if one is committed."""
-    from facexpr.errors import ModelError
-    from facexpr.model import newest_model
+    from facexpr.core.errors import ModelError
+    from facexpr.model.classifier import newest_model
 
     try:
         return json.loads(newest_model().with_suffix(".json").read_text())

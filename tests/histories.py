@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from facexpr.history import EMBEDDED_FILE, MongoHistory, SqliteHistory
-from facexpr.labels import EXPRESSIONS
+from facexpr.core.labels import EXPRESSIONS
+from facexpr.storage.history import EMBEDDED_FILE, MongoHistory, SqliteHistory
 
 REAL_MONGO = os.environ.get("FACEXPR_TEST_MONGODB_URI")
 BACKENDS = ["embedded", "mongomock", "mongo-wire",
@@ -85,8 +85,8 @@ WINDOW_START = day(8, 6)
 
 def fake_prediction(faces: int = 2, model: str = "m-test"):
     """A Prediction as predict_image makes it, without a model."""
-    from facexpr.faces import Box
-    from facexpr.predict import FaceResult, Prediction
+    from facexpr.model.predict import FaceResult, Prediction
+    from facexpr.photo.faces import Box
 
     rng = np.random.default_rng(faces)
     results = []

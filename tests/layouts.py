@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from facexpr.labels import EXPRESSIONS
-from facexpr.train import Recipe
+from facexpr.core.labels import EXPRESSIONS
+from facexpr.learn.train import Recipe
 from tests.conftest import image_bytes
 
 

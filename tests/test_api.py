@@ -19,10 +19,10 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 
-from facexpr.config import Settings
-from facexpr.labels import EXPRESSIONS
-from facexpr.predict import predict_image
-from facexpr.relabel import save_relabel
+from facexpr.core.config import Settings
+from facexpr.core.labels import EXPRESSIONS
+from facexpr.model.predict import predict_image
+from facexpr.storage.relabel import save_relabel
 from tests.apiserver import ApiServer
 from tests.conftest import FIXTURES, ROOT, image_bytes
 from tests.test_bad_inputs import CORPUS, history_hashes
@@ -360,7 +360,7 @@ def test_size_cap_refuses_large_bodies_with_or_without_a_length(locked):
 # ---------------------------------------------------------------- the schema
 
 def test_committed_schema_matches_the_code_and_the_server(server):
-    from facexpr.api import openapi_json
+    from facexpr.serve.api import openapi_json
 
     committed = json.loads(OPENAPI.read_text())
     assert json.loads(openapi_json()) == committed, "docs/openapi.json is stale: run " \

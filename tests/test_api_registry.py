@@ -7,9 +7,9 @@ from __future__ import annotations
 import httpx
 
 from facexpr.cli import main
-from facexpr.config import load_settings
-from facexpr.history import open_history
-from facexpr.registry import ModelRegistry
+from facexpr.core.config import load_settings
+from facexpr.model.registry import ModelRegistry
+from facexpr.storage.history import open_history
 from tests.apiserver import ApiServer
 from tests.conftest import shipped_card
 from tests.test_retrain import registered

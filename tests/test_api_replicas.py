@@ -23,9 +23,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageEnhance, ImageOps
 
-from facexpr.config import Settings
-from facexpr.history import open_history
-from facexpr.labels import EXPRESSIONS
+from facexpr.core.config import Settings
+from facexpr.core.labels import EXPRESSIONS
+from facexpr.storage.history import open_history
 from tests.apiserver import ApiServer
 from tests.conftest import FIXTURES
 from tests.s3server import DUMMY_CREDENTIALS, S3Endpoint

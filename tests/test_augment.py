@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from facexpr.augment import Augmentation, augment_batch, batch_rng, epoch_order
-from facexpr.data import Dataset
-from facexpr.train import Recipe, _numpy_batches
+from facexpr.learn.augment import Augmentation, augment_batch, batch_rng, epoch_order
+from facexpr.learn.data import Dataset
+from facexpr.learn.train import Recipe, _numpy_batches
 
 STILL = {"rotation_deg": 0.0, "shift": 0.0, "zoom": 0.0, "erase_prob": 0.0}  # flip and contrast only
 

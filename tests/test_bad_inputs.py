@@ -34,10 +34,10 @@ from hypothesis.extra import numpy as hnp
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from facexpr.errors import ImageError
-from facexpr.imaging import decode_gray
-from facexpr.labels import EXPRESSIONS
-from facexpr.predict import find_crops, predict_image
+from facexpr.core.errors import ImageError
+from facexpr.core.labels import EXPRESSIONS
+from facexpr.model.predict import find_crops, predict_image
+from facexpr.photo.imaging import decode_gray
 from tests.conftest import FIXTURES, ROOT
 
 PAGE = str(ROOT / "pages" / "classify.py")
@@ -219,7 +219,7 @@ def history_hashes(data_dir: Path) -> set[str]:
 
 def stored_files(data_dir: Path) -> list[Path]:
     """Images or outbox items kept for a person's answer (history databases aside, and the review
-    queue's copy of an answered face: its crop and a small gray photo, see facexpr/review.py)."""
+    queue's copy of an answered face: its crop and a small gray photo, see facexpr/app/review.py)."""
     if not data_dir.exists():
         return []
     return [p for p in data_dir.rglob("*") if p.is_file() and not p.name.startswith("history")

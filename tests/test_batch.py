@@ -4,7 +4,7 @@ import io
 
 import pandas as pd
 
-from facexpr.batch import classify_files, results_table, summary, to_csv
+from facexpr.serve.batch import classify_files, results_table, summary, to_csv
 
 
 def test_mixed_batch_keeps_going_and_lists_bad_files(tiny_classifier, astronaut_bytes, two_faces_bytes,
@@ -35,7 +35,7 @@ def test_mixed_batch_keeps_going_and_lists_bad_files(tiny_classifier, astronaut_
 
 def test_batch_classifies_every_face_in_one_model_call_with_the_single_photo_answers(
         tiny_classifier, astronaut_bytes, two_faces_bytes, monkeypatch):
-    from facexpr.predict import predict_image
+    from facexpr.model.predict import predict_image
 
     alone = [predict_image(data, tiny_classifier) for data in (astronaut_bytes, two_faces_bytes)]
     calls = []

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 
 from facexpr.cli import main
-from facexpr.inference import has_native_bf16
+from facexpr.model.inference import has_native_bf16
 from tests.conftest import ROOT, image_bytes
 
 
@@ -65,8 +65,8 @@ def test_evaluate_on_a_missing_folder_says_so(tmp_path, tiny_model_path, capsys)
 
 def test_predictions_are_recorded_in_the_history_unless_asked_not_to(tmp_path, astronaut_bytes,
                                                                       tiny_model_path, capsys):
-    from facexpr.config import load_settings
-    from facexpr.history import open_history
+    from facexpr.core.config import load_settings
+    from facexpr.storage.history import open_history
 
     (tmp_path / "a.jpg").write_bytes(astronaut_bytes)
     (tmp_path / "bad.png").write_bytes(b"junk")
@@ -194,7 +194,7 @@ def test_evaluate_prints_the_confusion_and_f1_of_present_classes(tmp_path, tiny_
 
 
 def test_macro_f1_is_over_the_classes_in_the_folder():
-    from facexpr.evaluate import report
+    from facexpr.learn.evaluate import report
 
     # 12 images of 3 classes, 9 right: per-class F1 0.75, 0.75, 0.75 → macro 0.75 (not 0.32 over seven).
     y_true = np.array([0] * 4 + [3] * 4 + [6] * 4)

@@ -15,8 +15,8 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from facexpr.predict import predict_image
-from facexpr.ui import widget_named
+from facexpr.app.ui import widget_named
+from facexpr.model.predict import predict_image
 from tests.conftest import FIXTURES, ROOT, image_bytes
 
 SESSIONS = 20
@@ -70,7 +70,7 @@ def test_twenty_threads_on_one_classifier_get_their_own_answers(tiny_classifier,
 def test_twenty_sessions_starting_cold_load_the_model_once(monkeypatch, use_tiny_model, photos):
     """Twenty sessions ask the page's cached classifier for their answers at the same moment on a
     fresh process: one loads the model, the others wait for it, and each answer is its own."""
-    import facexpr.ui as ui
+    import facexpr.app.ui as ui
 
     loads: list[str | None] = []
     real_load = ui.load_classifier
@@ -101,8 +101,8 @@ def test_twenty_sessions_starting_cold_load_the_model_once(monkeypatch, use_tiny
 
 
 def test_a_rerun_does_not_reload_or_reclassify(monkeypatch, use_tiny_model, astronaut_bytes):
-    import facexpr.ui as ui
-    from facexpr.model import Classifier
+    import facexpr.app.ui as ui
+    from facexpr.model.classifier import Classifier
 
     calls = {"load": 0, "classify": 0}
     real_load, real_classify = ui.load_classifier, Classifier.predict

@@ -5,8 +5,8 @@ import numpy as np
 from PIL import Image
 
 from facexpr.cli import main
-from facexpr.data import load_layout
-from facexpr.labels import EXPRESSIONS
+from facexpr.core.labels import EXPRESSIONS
+from facexpr.learn.data import load_layout
 from tests.layouts import ferplus_csv, make_layout, tiny_recipe
 
 
@@ -42,8 +42,8 @@ def test_upload_then_train_from_s3(tmp_path, s3, capsys):
     assert len(s3.keys("fer2013/train/")) == 21 and "fer2013/val/sad/000.png" in s3.keys()
     assert load_layout(uri + "/train").counts() == dict.fromkeys(EXPRESSIONS, 3)
 
-    from facexpr.store import open_store
-    from facexpr.train import train
+    from facexpr.learn.train import train
+    from facexpr.storage.store import open_store
 
     ferplus_csv(tmp_path / "ferplus.csv", {1: {"surprise": 10}})
     open_store(uri).put("ferplus_labels.csv", (tmp_path / "ferplus.csv").read_bytes())

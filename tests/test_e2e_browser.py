@@ -28,7 +28,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facexpr.labels import EXPRESSIONS
+from facexpr.core.labels import EXPRESSIONS
 from tests.conftest import FIXTURES, ROOT, SETTING_KEYS
 
 CHROMIUM = "/usr/bin/chromium"
@@ -76,8 +76,8 @@ def _free_port() -> int:
 
 def served_model(tiny_model_path: Path) -> Path:
     """The shipped model when there is one (real answers for the screenshots), else the tiny one."""
-    from facexpr.errors import ModelError
-    from facexpr.model import newest_model
+    from facexpr.core.errors import ModelError
+    from facexpr.model.classifier import newest_model
 
     try:
         return newest_model()
@@ -280,7 +280,7 @@ def test_upload_correct_and_see_it_on_model_health(browser, tmp_path, tiny_model
             predicted, chosen = classify_correct_and_see_it_counted(page, url, data_dir, shots)
 
     # Recorded once, with the person's label (the history is the embedded store under the data dir).
-    from facexpr.history import EMBEDDED_FILE, SqliteHistory
+    from facexpr.storage.history import EMBEDDED_FILE, SqliteHistory
 
     history = SqliteHistory(data_dir / EMBEDDED_FILE)
     try:
@@ -333,7 +333,7 @@ def test_s3_and_mongodb_down_while_a_person_works(browser, tmp_path, tiny_model_
     outbox = [p for p in (data_dir / "outbox").rglob("*") if p.is_file()]
     assert outbox, "the correction is not in the outbox"
     assert any(p.read_bytes().startswith(b"\x89PNG") for p in outbox)
-    from facexpr.history import BUFFER_FILE, WriteBuffer
+    from facexpr.storage.history import BUFFER_FILE, WriteBuffer
 
     buffered = WriteBuffer(data_dir / BUFFER_FILE)
     try:

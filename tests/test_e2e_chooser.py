@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageOps
 
-from facexpr.labels import EXPRESSIONS
+from facexpr.core.labels import EXPRESSIONS
 from tests.conftest import FIXTURES
 from tests.test_e2e_browser import (  # noqa: F401 (browser is a fixture)
     SLOW_MS,
@@ -120,7 +120,7 @@ def test_ten_photos_in_one_session_each_confirmed_under_its_prediction(browser, 
     data_dir = tmp_path / "data"
     photos = ten_photos(tmp_path)
     # The shipped model: its answers differ across these images (a tiny untrained one's would not).
-    from facexpr.model import newest_model
+    from facexpr.model.classifier import newest_model
 
     env = {"FACEXPR_DATA_DIR": str(data_dir), "FACEXPR_MODEL": str(newest_model())}
     shown: list[tuple[str, str, str, Path]] = []  # (headline, chooser, button, stored path)
@@ -166,7 +166,7 @@ def test_ten_photos_in_one_session_each_confirmed_under_its_prediction(browser, 
         assert stored.parent == data_dir / "relabeled" / predicted, f"photo {n}: {stored}"
         assert stored.is_file(), f"photo {n}: {stored}"
 
-    from facexpr.history import EMBEDDED_FILE, SqliteHistory
+    from facexpr.storage.history import EMBEDDED_FILE, SqliteHistory
 
     history = SqliteHistory(data_dir / EMBEDDED_FILE)
     try:

@@ -14,13 +14,13 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
-from facexpr.config import load_settings
-from facexpr.history import EMBEDDED_FILE, SqliteHistory
-from facexpr.imaging import decode_gray
-from facexpr.predict import Prediction, find_crops
-from facexpr.registry import ModelRegistry
-from facexpr.review import keep_for_review
-from facexpr.store import open_store
+from facexpr.app.review import keep_for_review
+from facexpr.core.config import load_settings
+from facexpr.model.predict import Prediction, find_crops
+from facexpr.model.registry import ModelRegistry
+from facexpr.photo.imaging import decode_gray
+from facexpr.storage.history import EMBEDDED_FILE, SqliteHistory
+from facexpr.storage.store import open_store
 from tests.conftest import FIXTURES
 from tests.layouts import make_layout
 from tests.test_e2e_browser import (  # noqa: F401

@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 from pymongo import MongoClient
 
-from facexpr.history import BUFFER_FILE, MONGO_COLLECTION, RETRY_AFTER_S, WriteBuffer
+from facexpr.storage.history import BUFFER_FILE, MONGO_COLLECTION, RETRY_AFTER_S, WriteBuffer
 from tests.conftest import FIXTURES
 from tests.mongo_wire import wire_server
 from tests.test_e2e_browser import (  # noqa: F401  (browser is a fixture)

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from facexpr.errors import DataError
-from facexpr.evaluate import evaluate_dir, report
+from facexpr.core.errors import DataError
+from facexpr.learn.evaluate import evaluate_dir, report
 from tests.conftest import image_bytes
 
 

@@ -2,9 +2,9 @@
 
 import numpy as np
 
-from facexpr.explain import grad_cam, overlay
-from facexpr.imaging import decode_gray
-from facexpr.predict import find_crops
+from facexpr.model.explain import grad_cam, overlay
+from facexpr.model.predict import find_crops
+from facexpr.photo.imaging import decode_gray
 
 
 def test_heatmap_has_crop_shape_and_unit_range(tiny_classifier, astronaut_bytes):

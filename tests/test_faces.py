@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from facexpr.faces import Box, crop_face, detect_faces, is_ready_crop, whole_image_crop
-from facexpr.imaging import decode_gray
+from facexpr.photo.faces import Box, crop_face, detect_faces, is_ready_crop, whole_image_crop
+from facexpr.photo.imaging import decode_gray
 
 
 def test_one_face_found_where_it_is(astronaut_bytes):
@@ -51,7 +51,7 @@ def test_ready_crops_and_whole_image():
 def test_a_face_too_small_for_the_first_pass_is_found_by_the_second(astronaut_bytes):
     import cv2
 
-    from facexpr.faces import COARSE_PASSES, DETECT_MAX_SIDE
+    from facexpr.photo.faces import COARSE_PASSES, DETECT_MAX_SIDE
 
     gray = decode_gray(astronaut_bytes)
     (face,) = detect_faces(gray)

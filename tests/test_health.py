@@ -11,8 +11,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from facexpr.config import Settings
-from facexpr.health import (
+from facexpr.core.config import Settings
+from facexpr.model.classifier import ModelCard
+from facexpr.serve.health import (
     MIN_ANSWERS,
     WINDOWS,
     card_metrics,
@@ -24,8 +25,7 @@ from facexpr.health import (
     window_bounds,
     with_rates,
 )
-from facexpr.history import EMBEDDED_FILE, SqliteHistory
-from facexpr.model import ModelCard
+from facexpr.storage.history import EMBEDDED_FILE, SqliteHistory
 from tests.histories import FIXTURE, WINDOW_START, day, doc, no_face_doc
 
 

@@ -8,9 +8,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from facexpr.config import Settings
-from facexpr.errors import LabelError
-from facexpr.history import (
+from facexpr.core.config import Settings
+from facexpr.core.errors import LabelError
+from facexpr.core.labels import EXPRESSIONS
+from facexpr.storage.history import (
     BUFFER_FILE,
     EMBEDDED_FILE,
     HistoryBuffered,
@@ -23,7 +24,6 @@ from facexpr.history import (
     record_batch_safely,
     record_safely,
 )
-from facexpr.labels import EXPRESSIONS
 from tests.histories import FIXTURE, fake_prediction
 
 DOC_FIELDS = {"id", "ts", "model_version", "image_sha256", "face_index", "box", "expression", "confidence",
@@ -287,8 +287,8 @@ def test_a_rerun_during_a_slow_write_does_not_record_the_prediction_twice(tmp_pa
     """Streamlit's fast reruns start the next page run (here: the person's click) while the last one
     still waits on an unreachable database, and stop the old one at its next session-state access;
     the prediction is still recorded once, and the answer attached to that record."""
-    from facexpr import ui
-    from facexpr.relabel import SaveResult
+    from facexpr.app import ui
+    from facexpr.storage.relabel import SaveResult
 
     entered = threading.Event()
     state = _SessionState()
@@ -362,9 +362,9 @@ def test_embedded_history_works_when_tensorflow_loaded_sqlite_first(tmp_path):
     script = (
         "import tensorflow, sys\n"
         "from datetime import datetime, UTC\n"
-        "from facexpr.config import Settings\n"
-        "from facexpr.history import open_history\n"
-        "from facexpr.labels import EXPRESSIONS\n"
+        "from facexpr.core.config import Settings\n"
+        "from facexpr.storage.history import open_history\n"
+        "from facexpr.core.labels import EXPRESSIONS\n"
         "h = open_history(Settings(data_dir=sys.argv[1]))\n"
         "h.insert_documents([{'ts': datetime.now(UTC), 'model_version': 'm', 'image_sha256': 'x',"
         " 'face_index': 0,"

@@ -8,8 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from facexpr.errors import ImageError
-from facexpr.imaging import decode_gray, encode_png
+from facexpr.core.errors import ImageError
+from facexpr.photo.imaging import decode_gray, encode_png
 from tests.conftest import image_bytes
 
 RAMP = np.tile(np.arange(0, 256, 4, dtype=np.uint8), (32, 1))  # 32×64, left dark → right bright
@@ -138,7 +138,7 @@ def test_mutated_png_gives_an_image_or_our_error(offset, junk):
 
 
 def test_upload_names_that_are_not_photos_are_refused_in_words():
-    from facexpr.imaging import check_upload_name
+    from facexpr.photo.imaging import check_upload_name
 
     for name in ("me.jpg", "ME.JPEG", "a.b.png", "scan.tiff", "x.webp"):
         check_upload_name(name)

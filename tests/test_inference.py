@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from facexpr.errors import ModelError
-from facexpr.inference import AGREEMENT_TOL, BF16_TOL, has_native_bf16, plan_network
-from facexpr.model import Classifier, build_network, load_classifier
+from facexpr.core.errors import ModelError
+from facexpr.model.classifier import Classifier, build_network, load_classifier
+from facexpr.model.inference import AGREEMENT_TOL, BF16_TOL, has_native_bf16, plan_network
 from tests.conftest import shipped_card
 
 RNG = np.random.default_rng(7)
@@ -101,7 +101,7 @@ def test_bfloat16_batches_stay_close_to_float32_and_single_crops_stay_exact():
 
 
 def test_bfloat16_without_hardware_support_is_refused_in_words(monkeypatch):
-    monkeypatch.setattr("facexpr.inference.has_native_bf16", lambda: False)
+    monkeypatch.setattr("facexpr.model.inference.has_native_bf16", lambda: False)
     with pytest.raises(ModelError, match="no native bfloat16"):
         Classifier(build_network(widths=(8, 16)), precision="bfloat16")
 

@@ -9,13 +9,13 @@ import time
 
 import pytest
 
-from facexpr import jobs
-from facexpr.config import load_settings
+from facexpr.app import jobs
+from facexpr.core.config import load_settings
 from tests.conftest import ROOT
 
 OTHER_PROCESS = """
-from facexpr import jobs
-from facexpr.config import load_settings
+from facexpr.app import jobs
+from facexpr.core.config import load_settings
 try:
     status = jobs.start(load_settings(), "unused", command=["true"])
 except jobs.JobBusy as exc:

@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from facexpr.errors import ModelError
-from facexpr.model import (
+from facexpr.core.errors import ModelError
+from facexpr.model.classifier import (
     ModelCard,
     build_network,
     list_models,
@@ -15,7 +15,7 @@ from facexpr.model import (
     read_card,
     save_model,
 )
-from facexpr.predict import predict_image
+from facexpr.model.predict import predict_image
 from tests.conftest import shipped_card
 
 

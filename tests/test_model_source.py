@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 import facexpr
-from facexpr.errors import ModelError
-from facexpr.model_source import local_model_path
+from facexpr.core.errors import ModelError
+from facexpr.model.source import local_model_path
 
 
 @pytest.fixture

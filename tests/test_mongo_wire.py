@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from facexpr.history import HistoryBuffered, HistoryUnavailable, MongoHistory
+from facexpr.storage.history import HistoryBuffered, HistoryUnavailable, MongoHistory
 from tests.histories import fake_prediction
 from tests.mongo_wire import ROOT, ping, require_server, wire_server
 

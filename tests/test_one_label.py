@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from facexpr.config import Settings, load_settings
-from facexpr.imaging import encode_png
-from facexpr.relabel import flush_outbox, outbox_for, save_crop
+from facexpr.core.config import Settings, load_settings
+from facexpr.photo.imaging import encode_png
+from facexpr.storage.relabel import flush_outbox, outbox_for, save_crop
 from tests.conftest import ROOT
 from tests.test_relabel import make_crop, make_prediction, stored
 
@@ -93,8 +93,8 @@ def test_racing_sessions_converge_on_the_latest_answer(backend):
 
 SAVE_IN_A_PROCESS = """
 import sys, datetime, numpy as np
-from facexpr.config import load_settings
-from facexpr.relabel import save_crop
+from facexpr.core.config import load_settings
+from facexpr.storage.relabel import save_crop
 crop = np.frombuffer(bytes.fromhex(sys.argv[1]), np.uint8).reshape(48, 48)
 when = datetime.datetime.fromisoformat(sys.argv[3])
 save_crop(load_settings(), crop, sys.argv[2], predicted="happy", confidence=0.7, model_version="model-v1",
@@ -171,8 +171,8 @@ def test_every_answer_stays_in_the_history_across_two_sessions(use_tiny_model):
     under angry; the history keeps both answers (one record per session's prediction)."""
     from streamlit.testing.v1 import AppTest
 
-    from facexpr.history import EMBEDDED_FILE, SqliteHistory
-    from facexpr.ui import widget_named
+    from facexpr.app.ui import widget_named
+    from facexpr.storage.history import EMBEDDED_FILE, SqliteHistory
     from tests.conftest import image_bytes
 
     upload = image_bytes(make_crop(61))
@@ -197,7 +197,7 @@ def test_every_answer_stays_in_the_history_across_two_sessions(use_tiny_model):
 
 def test_prediction_helper_is_the_page_path(backend):
     """save_relabel (the page's call) takes the same rule: the face of a prediction, two sessions."""
-    from facexpr.relabel import save_relabel
+    from facexpr.storage.relabel import save_relabel
 
     crop = make_crop(71)
     prediction = make_prediction([crop])

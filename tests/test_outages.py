@@ -12,9 +12,9 @@ import hashlib
 
 from streamlit.testing.v1 import AppTest
 
+from facexpr.app.ui import widget_named
 from facexpr.cli import main as cli
-from facexpr.labels import EXPRESSIONS
-from facexpr.ui import widget_named
+from facexpr.core.labels import EXPRESSIONS
 from tests.conftest import ROOT
 from tests.s3server import closed_port_url
 
@@ -83,7 +83,7 @@ def test_mongodb_down_answers_shown_and_records_kept_until_it_is_back(monkeypatc
     # The database is back: everything kept locally arrives, with the person's answer.
     import mongomock
 
-    from facexpr.history import MongoHistory
+    from facexpr.storage.history import MongoHistory
 
     client = mongomock.MongoClient(tz_aware=True)
     back = MongoHistory(uri, "facexpr", isolated_settings, client=client)

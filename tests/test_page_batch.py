@@ -28,8 +28,8 @@ def test_batch_lists_bad_files_and_classifies_the_rest(use_tiny_model, astronaut
     assert len(at.get("download_button")) == 1
     assert not at.warning
 
-    from facexpr.config import load_settings
-    from facexpr.history import open_history
+    from facexpr.core.config import load_settings
+    from facexpr.storage.history import open_history
 
     assert open_history(load_settings()).count() == 3  # one history document per face
 

@@ -28,7 +28,7 @@ def test_empty_page_invites_an_upload(page):
 def test_upload_shows_image_label_and_chart(page, astronaut_bytes):
     upload(page, "astronaut.jpg", astronaut_bytes)
     assert not page.exception and not page.error
-    from facexpr.labels import EXPRESSIONS
+    from facexpr.core.labels import EXPRESSIONS
 
     assert page.subheader[0].value.lower() in EXPRESSIONS
     assert "confidence" in page.markdown[0].value
@@ -67,8 +67,8 @@ def test_camera_photo_is_answered_and_recorded_as_camera(page, astronaut_bytes):
 
     import hashlib
 
-    from facexpr.config import load_settings
-    from facexpr.history import open_history
+    from facexpr.core.config import load_settings
+    from facexpr.storage.history import open_history
 
     memo_key = f"_history_ids:{hashlib.sha256(astronaut_bytes).hexdigest()}:detect:tiny-test:camera"
     (record_id,) = page.session_state[memo_key]
@@ -85,9 +85,9 @@ def test_heatmap_appears_only_when_asked(page, astronaut_bytes):
 
 
 def test_reruns_record_once_and_an_answer_attaches_to_that_record(page, astronaut_bytes):
-    from facexpr.config import load_settings
-    from facexpr.history import open_history
-    from facexpr.ui import widget_named
+    from facexpr.app.ui import widget_named
+    from facexpr.core.config import load_settings
+    from facexpr.storage.history import open_history
 
     upload(page, "astronaut.jpg", astronaut_bytes)
     page.toggle(key="explain").set_value(True).run()  # widget reruns of the same answer
@@ -119,7 +119,7 @@ def test_a_drawing_gets_its_reason_on_the_page(page):
 def test_a_tiny_image_is_too_small_to_trust_and_not_confirmed_unasked(page):
     import numpy as np
 
-    from facexpr.ui import widget_named
+    from facexpr.app.ui import widget_named
     from tests.conftest import image_bytes
 
     noise = np.random.default_rng(3).integers(0, 256, (16, 12), dtype=np.uint8)  # 12 wide, 16 high

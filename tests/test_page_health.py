@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from facexpr.history import EMBEDDED_FILE, SqliteHistory
-from facexpr.ui import widget_named
+from facexpr.app.ui import widget_named
+from facexpr.storage.history import EMBEDDED_FILE, SqliteHistory
 from tests.conftest import ROOT
 from tests.histories import doc
 
@@ -97,7 +97,7 @@ def test_an_unreachable_database_is_a_warning_not_a_failure(isolated_settings, m
 def test_classified_and_corrected_photos_show_on_model_health(use_tiny_model, astronaut_bytes,
                                                              two_faces_bytes):
     """The issue's "done when": classify a few photos, correct one, and the page shows exactly those."""
-    from facexpr.labels import EXPRESSIONS
+    from facexpr.core.labels import EXPRESSIONS
 
     classify = AppTest.from_file(str(ROOT / "pages" / "classify.py"), default_timeout=60)
     classify.run()

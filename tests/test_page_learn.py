@@ -9,9 +9,9 @@ import time
 import numpy as np
 from streamlit.testing.v1 import AppTest
 
-from facexpr import jobs
-from facexpr.config import load_settings
-from facexpr.registry import ModelRegistry
+from facexpr.app import jobs
+from facexpr.core.config import load_settings
+from facexpr.model.registry import ModelRegistry
 from tests.conftest import ROOT
 from tests.layouts import make_layout
 from tests.test_retrain import add_corrections, checkerboard, registered

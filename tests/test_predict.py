@@ -5,9 +5,9 @@ import hashlib
 import numpy as np
 import pytest
 
-from facexpr.errors import ImageError
-from facexpr.labels import EXPRESSIONS
-from facexpr.predict import predict_image
+from facexpr.core.errors import ImageError
+from facexpr.core.labels import EXPRESSIONS
+from facexpr.model.predict import predict_image
 from tests.conftest import image_bytes
 
 

@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 
 import facexpr
-from facexpr.errors import FacexprError, ImageError
-from facexpr.predict import predict_image
+from facexpr.core.errors import FacexprError, ImageError
+from facexpr.model.predict import predict_image
 from tests.conftest import FIXTURES, ROOT
 
 PHOTO = FIXTURES / "astronaut.jpg"
@@ -66,7 +66,7 @@ def test_every_input_kind_gives_the_same_answer(recognizer, expected, kind):
 
 def test_bgr_passed_as_is_is_read_as_rgb_so_the_gray_differs(recognizer):
     rgb = np.asarray(Image.open(PHOTO).convert("RGB"))
-    from facexpr.imaging import gray_from_array
+    from facexpr.photo.imaging import gray_from_array
 
     assert not np.array_equal(gray_from_array(rgb[..., ::-1]), gray_from_array(rgb))
 
@@ -129,10 +129,10 @@ def test_predict_image_takes_a_path_too(tiny_classifier):
 
 
 def test_the_docstring_example_runs(monkeypatch):
-    import facexpr.recognizer
+    import facexpr.serve.recognizer
 
     monkeypatch.chdir(ROOT)
-    result = doctest.testmod(facexpr.recognizer, optionflags=doctest.ELLIPSIS)
+    result = doctest.testmod(facexpr.serve.recognizer, optionflags=doctest.ELLIPSIS)
     assert result.attempted >= 4 and result.failed == 0
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from facexpr.config import load_settings
-from facexpr.model import load_classifier
-from facexpr.registry import ModelRegistry, models_uri, served_model_path
+from facexpr.core.config import load_settings
+from facexpr.model.classifier import load_classifier
+from facexpr.model.registry import ModelRegistry, models_uri, served_model_path
 from tests.test_retrain import registered
 
 

@@ -14,13 +14,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facexpr.config import Settings, load_settings
-from facexpr.errors import ImageError, LabelError
-from facexpr.faces import Box
-from facexpr.imaging import encode_png
-from facexpr.labels import EXPRESSIONS
-from facexpr.predict import FaceResult, Prediction
-from facexpr.relabel import (
+from facexpr.app.ui import key_name, widget_named
+from facexpr.core.config import Settings, load_settings
+from facexpr.core.errors import ImageError, LabelError
+from facexpr.core.labels import EXPRESSIONS
+from facexpr.model.predict import FaceResult, Prediction
+from facexpr.photo.faces import Box
+from facexpr.photo.imaging import encode_png
+from facexpr.storage.relabel import (
     StoreOutbox,
     count_relabeled,
     flush_outbox,
@@ -31,8 +32,7 @@ from facexpr.relabel import (
     save_crop,
     save_relabel,
 )
-from facexpr.store import LocalStore, open_store
-from facexpr.ui import key_name, widget_named
+from facexpr.storage.store import LocalStore, open_store
 from tests.conftest import image_bytes
 from tests.s3server import closed_port_url
 
@@ -169,7 +169,7 @@ def test_counts_since_training(backend):
 
 
 def test_training_reads_what_was_saved(backend):
-    from facexpr.data import load_layout
+    from facexpr.learn.data import load_layout
 
     crops = [make_crop(s) for s in range(3)]
     for crop, label in zip(crops, ["angry", "happy", "happy"], strict=True):
@@ -181,7 +181,7 @@ def test_training_reads_what_was_saved(backend):
 
 
 def test_training_joins_the_relabeled_store(backend, tmp_path):
-    from facexpr.train import Recipe, load_training_data
+    from facexpr.learn.train import Recipe, load_training_data
 
     for split in ("train", "val"):
         LocalStore(tmp_path / "fer" / split).put("happy/0.png", encode_png(make_crop(11)))

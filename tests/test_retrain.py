@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 
 from facexpr.cli import main
-from facexpr.config import load_settings
-from facexpr.errors import ModelError
-from facexpr.labels import INDEX
-from facexpr.model import load_classifier
-from facexpr.registry import ModelRegistry, served_model_path
-from facexpr.relabel import save_crop
-from facexpr.retrain import RetrainRecipe, batch_schedule, judge, retrain, sign_test, split_heldout
-from facexpr.train import Recipe, train
+from facexpr.core.config import load_settings
+from facexpr.core.errors import ModelError
+from facexpr.core.labels import INDEX
+from facexpr.learn.retrain import RetrainRecipe, batch_schedule, judge, retrain, sign_test, split_heldout
+from facexpr.learn.train import Recipe, train
+from facexpr.model.classifier import load_classifier
+from facexpr.model.registry import ModelRegistry, served_model_path
+from facexpr.storage.relabel import save_crop
 from tests.conftest import image_bytes
 from tests.layouts import make_layout
 
@@ -182,7 +182,7 @@ def test_promote_and_rollback_switch_what_the_cli_serves(tiny_model_path, tmp_pa
 
 def test_import_corrections_takes_the_classify_path(tmp_path, astronaut_bytes, two_faces_bytes,
                                                     blank_photo_bytes, use_tiny_model, capsys):
-    from facexpr.history import open_history
+    from facexpr.storage.history import open_history
 
     photos = tmp_path / "photos"
     for label, name, data in (("happy", "a.jpg", astronaut_bytes), ("sad", "two.png", two_faces_bytes),

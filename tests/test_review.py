@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from facexpr.config import load_settings
-from facexpr.faces import Box
-from facexpr.history import EMBEDDED_FILE, SqliteHistory
-from facexpr.labels import EXPRESSIONS, INDEX
-from facexpr.predict import FaceResult, Prediction
-from facexpr.review import keep_for_review, label_item, review_queue, review_uri, sweep
-from facexpr.store import open_store
+from facexpr.app.review import keep_for_review, label_item, review_queue, review_uri, sweep
+from facexpr.core.config import load_settings
+from facexpr.core.labels import EXPRESSIONS, INDEX
+from facexpr.model.predict import FaceResult, Prediction
+from facexpr.photo.faces import Box
+from facexpr.storage.history import EMBEDDED_FILE, SqliteHistory
+from facexpr.storage.store import open_store
 from tests.conftest import ROOT
 from tests.histories import NOW
 
@@ -131,7 +131,7 @@ def test_nothing_stays_for_review_past_the_window(astronaut_bytes):
 
 
 def test_the_review_photo_is_small_and_its_box_scaled():
-    from facexpr.review import PHOTO_SIDE, load_photo
+    from facexpr.app.review import PHOTO_SIDE, load_photo
 
     settings = load_settings()
     prediction = answer("a", "happy", 0.9)

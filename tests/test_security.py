@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from facexpr.app.ui import widget_named
 from facexpr.cli import main as cli
-from facexpr.errors import FacexprError, LabelError
-from facexpr.labels import EXPRESSIONS, parse_label
-from facexpr.ui import widget_named
+from facexpr.core.errors import FacexprError, LabelError
+from facexpr.core.labels import EXPRESSIONS, parse_label
 from tests.conftest import ROOT
 from tests.s3server import closed_port_url
 
@@ -125,8 +125,8 @@ def test_the_command_line_never_prints_secrets(secret_settings, monkeypatch, cap
 
     cli(["predict", str(photo), str(tmp_path / "bad.png"), "--json", "--model", str(tiny_model_path)])
     # Queue a correction while S3 is down, then try to deliver it: the failure is reported.
-    from facexpr.config import load_settings
-    from facexpr.relabel import save_crop
+    from facexpr.core.config import load_settings
+    from facexpr.storage.relabel import save_crop
 
     saved = save_crop(load_settings(), np.full((48, 48), 120, np.uint8), "happy", predicted="sad",
                       confidence=0.4, model_version="tiny-test")
@@ -146,7 +146,7 @@ def test_uploads_are_capped_and_errors_hide_details():
     cap_mb = config["server"]["maxUploadSize"]
     assert 0 < cap_mb <= 20
     assert config["client"]["showErrorDetails"] == "none"  # no traceback ever reaches a person
-    from facexpr.imaging import MAX_BYTES
+    from facexpr.photo.imaging import MAX_BYTES
 
     assert MAX_BYTES >= cap_mb * 2**20  # what the uploader lets through, decode does not refuse by size
 
@@ -197,7 +197,7 @@ def test_names_streamlit_refuses_store_nothing_and_reveal_nothing(name, use_tiny
 @pytest.mark.parametrize("key", ["../evil.png", "/abs/evil.png", "happy/../../evil.png", "", "happy//x.png",
                                  "./happy/x.png"])
 def test_the_store_refuses_keys_that_leave_its_root(key, tmp_path):
-    from facexpr.store import LocalStore
+    from facexpr.storage.store import LocalStore
 
     store = LocalStore(tmp_path / "root")
     with pytest.raises(FacexprError):
@@ -212,8 +212,8 @@ def test_the_store_refuses_keys_that_leave_its_root(key, tmp_path):
 def test_only_the_seven_labels_are_accepted(label, isolated_settings):
     with pytest.raises(LabelError, match="choose one of angry, disgust"):
         parse_label(label)
-    from facexpr.config import load_settings
-    from facexpr.relabel import save_crop
+    from facexpr.core.config import load_settings
+    from facexpr.storage.relabel import save_crop
 
     with pytest.raises(LabelError):
         save_crop(load_settings(), np.zeros((48, 48), np.uint8), label, predicted="happy", confidence=0.9,
@@ -228,8 +228,8 @@ def test_the_page_offers_exactly_the_seven(use_tiny_model, astronaut_bytes):
 
 
 def test_the_history_refuses_other_labels(isolated_settings, tiny_classifier, astronaut_bytes):
-    from facexpr.history import SqliteHistory
-    from facexpr.predict import predict_image
+    from facexpr.model.predict import predict_image
+    from facexpr.storage.history import SqliteHistory
 
     history = SqliteHistory(isolated_settings / "h.sqlite3")
     try:

@@ -8,7 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from facexpr.store import LocalStore, S3Store, StoreError, StoreUnavailable, clean_metadata, open_store
+from facexpr.storage.store import (
+    LocalStore,
+    S3Store,
+    StoreError,
+    StoreUnavailable,
+    clean_metadata,
+    open_store,
+)
 from tests.s3server import closed_port_url
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"not really, but bytes are bytes"

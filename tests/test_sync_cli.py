@@ -9,8 +9,8 @@ import sys
 import numpy as np
 
 from facexpr.cli import main
-from facexpr.config import load_settings
-from facexpr.relabel import outbox_for, save_crop
+from facexpr.core.config import load_settings
+from facexpr.storage.relabel import outbox_for, save_crop
 from tests.conftest import ROOT
 
 

@@ -5,11 +5,11 @@ import json
 import numpy as np
 import pytest
 
-from facexpr.data import Dataset, load_ferplus, load_layout
-from facexpr.errors import DataError
-from facexpr.labels import EXPRESSIONS
-from facexpr.model import ModelCard, Scores, load_classifier
-from facexpr.train import train
+from facexpr.core.errors import DataError
+from facexpr.core.labels import EXPRESSIONS
+from facexpr.learn.data import Dataset, load_ferplus, load_layout
+from facexpr.learn.train import train
+from facexpr.model.classifier import ModelCard, Scores, load_classifier
 from tests.layouts import ferplus_csv, make_layout, tiny_recipe
 
 
@@ -59,7 +59,7 @@ def test_train_cli_takes_the_widths_and_refuses_nonsense(tmp_path, monkeypatch, 
         return ModelCard(name="m", val=Scores(n=1, accuracy=0.5, macro_f1=0.5), epochs=recipe.epochs,
                          wall_time_s=1.0)
 
-    monkeypatch.setattr("facexpr.train.train", fake_train)
+    monkeypatch.setattr("facexpr.learn.train.train", fake_train)
     assert cli.main(["train", "--data", str(tmp_path), "--relabeled", "", "--widths", "8,16,32",
                      "--epochs", "3", "--out", str(tmp_path / "m")]) == 0
     assert seen["recipe"].widths == (8, 16, 32) and seen["recipe"].epochs == 3
@@ -143,7 +143,7 @@ def test_a_warm_restart_starts_from_the_given_model(tmp_path):
 
 def test_pack_keeps_images_labels_keys_and_ferplus_votes(tmp_path, capsys):
     from facexpr import cli
-    from facexpr.data import load_packed
+    from facexpr.learn.data import load_packed
 
     make_layout(tmp_path / "fer" / "train", 3)
     make_layout(tmp_path / "fer" / "val", 2, seed=1)
@@ -163,7 +163,7 @@ def test_pack_keeps_images_labels_keys_and_ferplus_votes(tmp_path, capsys):
 
 
 def test_a_file_that_is_not_a_pack_is_refused(tmp_path):
-    from facexpr.data import load_packed, pack_dataset
+    from facexpr.learn.data import load_packed, pack_dataset
 
     np.savez_compressed(tmp_path / "other.npz", x=np.zeros(3))
     with pytest.raises(DataError, match="not a facexpr pack"):
@@ -189,7 +189,7 @@ class NoTensorFlow:
             raise ImportError("TensorFlow is not used on this path")
 
 sys.meta_path.insert(0, NoTensorFlow())
-from facexpr.train import Recipe, train
+from facexpr.learn.train import Recipe, train
 recipe = Recipe(epochs=2, batch_size=16, widths=(4, 8), precision="float32", augment=sys.argv[3])
 card = train(sys.argv[1], sys.argv[2], recipe=recipe, verbose=0)
 assert card.sections["machine"]["backend"] == "jax" and "tensorflow" not in sys.modules
@@ -203,7 +203,7 @@ def test_training_runs_on_jax_without_tensorflow_and_serves_on_tensorflow(tmp_pa
     from pathlib import Path
 
     pytest.importorskip("jax")
-    from facexpr.data import pack_dataset
+    from facexpr.learn.data import pack_dataset
 
     make_layout(tmp_path / "fer" / "train", 6)
     make_layout(tmp_path / "fer" / "val", 2, seed=1)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from facexpr.charts import BOX_COLOUR, draw_faces, number_size
-from facexpr.faces import detect_faces
-from facexpr.predict import predict_image
+from facexpr.app.charts import BOX_COLOUR, draw_faces, number_size
+from facexpr.model.predict import predict_image
+from facexpr.photo.faces import detect_faces
 from tests.conftest import FIXTURES
 
 

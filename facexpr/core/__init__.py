@@ -1,0 +1,4 @@
+"""The ground every layer stands on: settings, errors, the expression labels, times.
+
+Imports nothing of facexpr's.
+"""

@@ -1,0 +1,502 @@
+"""Fine-tune the served model on people's corrections, so a correction makes the next model better.
+
+A full retrain sees each correction a few times among 28,709 FER2013 faces and forgets it. Here the
+whole served network is fine-tuned for a few epochs on batches in which the corrections are a fixed
+share S (default 0.25), the rest a seeded replay sample of the training data (default 2,800 images),
+which keeps FER2013 from being forgotten. One epoch is one pass over the replay sample, so the
+cost does not grow with the number of corrections (≈ 15,100 images for the default recipe).
+
+Held-out corrections — never trained on — score before and after, beside FER2013 val and an
+optional folder of labelled photos. The rule (`split_heldout`): corrections are grouped by who
+gave them where known (the `group` a save records: the app's browser session, or the person a
+folder import names), else by the uploaded photo (every face of one photo together); a group is
+held out when the hash of its id falls below the held-out fraction, so a group never changes side
+between retrains, and at least one group is held out once there are two.
+
+The guardrail (`judge`), fixed before any model is scored: served only if it gains beyond noise
+on the held-out corrections or on the photos — a one-sided exact sign test on the faces whose
+answer changed (McNemar), p < 0.05 — and loses at most 1 point of FER2013 val accuracy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from facexpr.core.config import Settings
+from facexpr.core.errors import DataError, ModelError
+from facexpr.core.labels import EXPRESSIONS
+from facexpr.learn.data import Dataset, layout_keys, load_layout, read_keys
+from facexpr.learn.evaluate import answers, labelled_crops, report
+from facexpr.model.classifier import (
+    CROP_SIZE,
+    Classifier,
+    ModelCard,
+    build_network,
+    load_classifier,
+    save_model,
+)
+from facexpr.model.inference import has_native_bf16
+from facexpr.storage.store import open_store
+
+Progress = Callable[[float, str], None]  # (fraction done 0..1, what is happening)
+
+MAX_VAL_LOSS = 0.01  # FER2013 val accuracy may fall by at most 1 point
+GAIN_P_VALUE = 0.05  # one-sided exact sign test on the faces whose answer changed
+
+
+@dataclass
+class RetrainRecipe:
+    epochs: int = 4
+    share: float = 0.25  # of every batch that is corrections (0.5 cost 1.3–1.7 val points: README)
+    replay: int = 2800  # FER2013 training images replayed (seeded sample)
+    batch_size: int = 64
+    learning_rate: float = 0.005  # peak; cosine decay to 0, no warm-up (the net is trained already)
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    label_smoothing: float = 0.1
+    heldout: float = 0.2  # fraction of correction groups kept out of the fine-tune
+    seed: int = 1234
+    augment: bool = True  # the training recipe's flips, rotations, shifts, zoom, contrast, erasing
+    precision: str = field(default_factory=lambda: "mixed_bfloat16" if has_native_bf16() else "float32")
+
+    def check(self) -> None:
+        if not 0.0 < self.share < 1.0:
+            raise DataError(f"The corrections' share of a batch must be between 0 and 1, not {self.share}.")
+        if self.epochs < 1 or self.replay < 0 or self.batch_size < 2:
+            raise DataError("epochs must be ≥ 1, replay ≥ 0 and batch size ≥ 2.")
+        if not 0.0 <= self.heldout < 1.0:
+            raise DataError(f"The held-out fraction must be from 0 to below 1, not {self.heldout}.")
+
+
+def recipe_from(overrides: str | dict[str, Any] | None) -> RetrainRecipe:
+    """The default recipe with OVERRIDES (a dict, or its JSON as in FACEXPR_RETRAIN_RECIPE) applied."""
+    import json
+
+    recipe = RetrainRecipe()
+    if not overrides:
+        return recipe
+    try:
+        values = json.loads(overrides) if isinstance(overrides, str) else dict(overrides)
+    except ValueError as exc:
+        raise DataError(f"FACEXPR_RETRAIN_RECIPE is not JSON: {exc}") from exc
+    unknown = set(values) - set(asdict(recipe))
+    if unknown:
+        raise DataError(f"Unknown retrain recipe field(s) {', '.join(sorted(unknown))}; "
+                        f"known: {', '.join(asdict(recipe))}.")
+    for key, value in values.items():
+        setattr(recipe, key, type(getattr(recipe, key))(value))
+    recipe.check()
+    return recipe
+
+
+# ---------------------------------------------------------------- data
+
+@dataclass
+class Corrections:
+    """The relabeled store's crops with the label a person gave, and the group each belongs to."""
+
+    data: Dataset
+    groups: list[str]
+    saved_at: list[str]
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def subset(self, index: np.ndarray) -> Corrections:
+        return Corrections(self.data.subset(index), [self.groups[i] for i in index],
+                           [self.saved_at[i] for i in index])
+
+
+def load_corrections(uri: str, workers: int = 8) -> Corrections:
+    """Every `<label>/<sha>.png` under URI with its metadata's group (see `group_of`)."""
+    store = open_store(uri)
+    data = read_keys(store, sorted(layout_keys(store.list_keys())), uri, workers)
+    with ThreadPoolExecutor(workers) as pool:
+        metadata = list(pool.map(store.metadata, data.keys))
+    return Corrections(data, [group_of(k, m) for k, m in zip(data.keys, metadata, strict=True)],
+                       [m.get("saved-at", "") for m in metadata])
+
+
+def group_of(key: str, metadata: dict[str, str]) -> str:
+    """Who a correction came from, as far as is known: the recorded group, else its photo, else itself."""
+    if metadata.get("group"):
+        return "group:" + metadata["group"]
+    if metadata.get("image-sha256"):
+        return "image:" + metadata["image-sha256"]
+    return "crop:" + key.rsplit("/", 1)[-1]
+
+
+def _unit_hash(text: str) -> float:
+    return int(hashlib.sha256(text.encode()).hexdigest()[:12], 16) / 16**12
+
+
+def split_heldout(groups: list[str], fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """(train index, held-out index): whole groups, held out when their hash < FRACTION; at least
+    one group held out (the lowest hash) once there are two groups and FRACTION > 0."""
+    if fraction <= 0 or not groups:
+        return np.arange(len(groups)), np.zeros(0, np.int64)
+    score = {g: _unit_hash(g) for g in set(groups)}
+    held = {g for g, s in score.items() if s < fraction}
+    if not held and len(score) >= 2:
+        held = {min(score, key=score.get)}
+    if len(held) == len(score):  # never hold out everything: keep the highest-hash group to learn from
+        held.discard(max(score, key=score.get))
+    mask = np.array([g in held for g in groups])
+    return np.flatnonzero(~mask), np.flatnonzero(mask)
+
+
+def replay_sample(data_uri: str, n: int, seed: int, workers: int = 8) -> Dataset:
+    """N training images drawn without replacement (seeded) from DATA/train, read only those."""
+    root = data_uri.rstrip("/") + "/train"
+    store = open_store(root)
+    keys = sorted(layout_keys(store.list_keys()))
+    if not keys:
+        raise DataError(f"No training images under {root}/<expression>/<name>.png to replay.")
+    chosen = [keys[i] for i in np.sort(np.random.default_rng(seed).permutation(len(keys))[:n])]
+    return read_keys(store, chosen, root, workers)
+
+
+def batch_schedule(n_corrections: int, n_replay: int, recipe: RetrainRecipe
+                   ) -> tuple[np.ndarray, int]:
+    """(indices of shape (epochs × steps, batch) into [corrections; replay], steps per epoch).
+
+    Each batch holds round(share × batch) corrections, cycled in a fresh seeded order so each is
+    seen equally often, and the rest replay images, each seen once per epoch."""
+    rng = np.random.default_rng(recipe.seed)
+    k = max(1, round(recipe.share * recipe.batch_size)) if n_corrections else 0
+    if not n_replay:
+        k = recipe.batch_size
+    r = recipe.batch_size - k
+    steps = max(1, math.ceil(n_replay / r)) if r else max(1, math.ceil(n_corrections / k))
+    rows = []
+    pool: list[int] = []
+    for _ in range(recipe.epochs):
+        replay_order = rng.permutation(n_replay) if n_replay else np.zeros(0, np.int64)
+        for step in range(steps):
+            while len(pool) < k:
+                pool.extend(rng.permutation(n_corrections).tolist())
+            chosen, pool = pool[:k], pool[k:]
+            part = replay_order[step * r:(step + 1) * r] if r else np.zeros(0, np.int64)
+            if len(part) < r:  # the last batch of an epoch: top it up from the start of the order
+                part = np.concatenate([part, rng.choice(n_replay, r - len(part))])
+            rows.append(np.concatenate([np.asarray(chosen, np.int64), n_corrections + part]))
+    return np.stack(rows), steps
+
+
+# ---------------------------------------------------------------- scoring and the guardrail
+
+def score(classifier: Classifier, data: Dataset) -> tuple[dict[str, Any], np.ndarray]:
+    """(report, per-image correctness) of CLASSIFIER on DATA's crops."""
+    predicted = classifier.predict(data.images).argmax(1) if len(data) else np.zeros(0, np.int64)
+    return report(data.labels, predicted), predicted == data.labels
+
+
+def sign_test(gained: int, lost: int) -> float:
+    """One-sided exact p-value that GAINED ≥ observed if gains and losses were equally likely."""
+    n = gained + lost
+    if n == 0:
+        return 1.0
+    return sum(math.comb(n, i) for i in range(gained, n + 1)) / 2**n
+
+
+def paired(before: np.ndarray, after: np.ndarray) -> dict[str, Any]:
+    """Before/after accuracy on the same faces, with the changed answers and their sign test."""
+    gained, lost = int((~before & after).sum()), int((before & ~after).sum())
+    n = len(before)
+    return {"n": n, "before": round(float(before.mean()), 4) if n else None,
+            "after": round(float(after.mean()), 4) if n else None,
+            "gained": gained, "lost": lost, "p_value": round(sign_test(gained, lost), 4)}
+
+
+@dataclass(frozen=True)
+class Verdict:
+    passed: bool
+    reason: str
+    rules: list[dict[str, Any]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def judge(val: dict[str, Any], heldout: dict[str, Any] | None, photos: dict[str, Any] | None) -> Verdict:
+    """Served only if (held-out corrections or photos gain with p < 0.05) and val falls ≤ 1 point."""
+    rules = []
+    for name, figures in (("held-out corrections", heldout), ("photos", photos)):
+        if not figures or not figures["n"]:
+            rules.append({"rule": f"gain on {name}", "passed": False, "why": "no faces to test on"})
+            continue
+        ok = figures["gained"] > figures["lost"] and figures["p_value"] < GAIN_P_VALUE
+        rules.append({"rule": f"gain on {name}", "passed": ok,
+                      "why": f"{figures['before']:.3f} → {figures['after']:.3f} on {figures['n']} faces; "
+                             f"{figures['gained']} gained, {figures['lost']} lost, one-sided sign test "
+                             f"p = {figures['p_value']:.3f} ({'<' if ok else 'not <'} {GAIN_P_VALUE})"})
+    drop = val["before"] - val["after"]
+    val_ok = drop <= MAX_VAL_LOSS + 1e-9
+    rules.append({"rule": "FER2013 val loses ≤ 1 point", "passed": val_ok,
+                  "why": f"{val['before']:.4f} → {val['after']:.4f} ({-drop * 100:+.1f} points)"})
+    gain_ok = rules[0]["passed"] or rules[1]["passed"]
+    passed = gain_ok and val_ok
+    if passed:
+        gains = " and ".join(r["rule"].removeprefix("gain on ") for r in rules[:2] if r["passed"])
+        reason = f"gains beyond noise on {gains} and keeps FER2013 val"
+    elif not gain_ok:
+        reason = "no gain beyond noise on held-out corrections or photos"
+        reason += "" if val_ok else "; and FER2013 val falls by more than 1 point"
+    else:
+        reason = "FER2013 val falls by more than 1 point"
+    return Verdict(passed, reason, rules)
+
+
+# ---------------------------------------------------------------- the fine-tune
+
+def fine_tune(network: Any, corrections: Dataset, replay: Dataset, recipe: RetrainRecipe,
+              progress: Progress | None = None) -> tuple[Any, dict[str, list[float]]]:
+    """Train NETWORK (a Keras model, changed in place) on the mixed batches; returns a float32 copy."""
+    import keras
+    import tensorflow as tf
+
+    from facexpr.learn.train import Recipe, _augmenter
+
+    images = np.concatenate([corrections.images, replay.images])
+    targets = np.concatenate([corrections.one_hot(), replay.one_hot()])
+    index, steps = batch_schedule(len(corrections), len(replay), recipe)
+    total = len(index)
+    widths = _widths(network)
+
+    keras.utils.set_random_seed(recipe.seed)
+    keras.mixed_precision.set_global_policy(recipe.precision)
+    try:
+        trainable = build_network(widths, seed=recipe.seed)
+        trainable.set_weights(network.get_weights())
+        x_all = tf.constant(images[..., None])
+        y_all = tf.constant(targets)
+        ds = tf.data.Dataset.from_tensor_slices(index).map(
+            lambda i: (tf.cast(tf.gather(x_all, i), tf.float32), tf.gather(y_all, i)))
+        if recipe.augment:
+            ds = ds.map(_augmenter(Recipe(seed=recipe.seed)), num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.prefetch(tf.data.AUTOTUNE)
+        schedule = keras.optimizers.schedules.CosineDecay(recipe.learning_rate, decay_steps=total, alpha=0.0)
+        trainable.compile(optimizer=keras.optimizers.SGD(schedule, momentum=recipe.momentum, nesterov=True,
+                                                         weight_decay=recipe.weight_decay),
+                          loss=keras.losses.CategoricalCrossentropy(label_smoothing=recipe.label_smoothing),
+                          metrics=["accuracy"])
+        history: dict[str, list[float]] = {}
+
+        class Report(keras.callbacks.Callback):
+            def on_train_batch_end(self, batch, logs=None):
+                if progress and (batch % 5 == 0):
+                    done = self._epoch * steps + batch + 1
+                    progress(done / total,
+                             f"epoch {self._epoch + 1}/{recipe.epochs}, batch {batch + 1}/{steps}")
+
+            def on_epoch_begin(self, epoch, logs=None):
+                self._epoch = epoch
+
+            def on_epoch_end(self, epoch, logs=None):
+                for k, v in (logs or {}).items():
+                    history.setdefault(k, []).append(round(float(v), 4))
+
+        trainable.fit(ds, epochs=recipe.epochs, steps_per_epoch=steps, callbacks=[Report()], verbose=0)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    served = build_network(widths, seed=recipe.seed)  # float32, so it serves the same on any CPU
+    served.set_weights(trainable.get_weights())
+    return served, history
+
+
+def _widths(network: Any) -> tuple[int, ...]:
+    """The channels per stage of a facexpr VGG network (read from its first conv per stage)."""
+    widths = []
+    stage = 0
+    while True:
+        try:
+            widths.append(int(network.get_layer(f"s{stage}_conv0").filters))
+        except ValueError:
+            break
+        stage += 1
+    if not widths:
+        raise ModelError("The served model is not a facexpr VGG network; it cannot be fine-tuned here.")
+    return tuple(widths)
+
+
+# ---------------------------------------------------------------- the whole run
+
+@dataclass
+class RetrainResult:
+    card: ModelCard
+    keras_path: Path
+
+    @property
+    def record(self) -> dict[str, Any]:
+        """The card as written (its JSON object): before/after, guardrail and the rest."""
+        return self.card.to_dict()
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.card.sections["guardrail"]["passed"])
+
+
+def build_card(*, name: str, base: Classifier, recipe: RetrainRecipe, data_uri: str, corrections_uri: str,
+               trained: Corrections, heldout: Corrections, replay: Dataset, photos_val: str | None,
+               before: dict[str, Any], after: dict[str, Any], comparison: dict[str, Any], verdict: Verdict,
+               history: dict[str, list[float]], wall_time_s: float, trained_at: str,
+               val_report: dict[str, Any]) -> ModelCard:
+    """The retrained model's card: the typed fields of every card, and its own sections (kind, base,
+    before, after, comparison, guardrail) beside them."""
+    from facexpr.learn.train import _machine
+
+    return ModelCard.from_dict({
+        "name": name,
+        "trained_at": trained_at,
+        "classes": list(EXPRESSIONS),
+        "input": {"size": [CROP_SIZE, CROP_SIZE], "channels": 1, "pixels": "uint8 0..255, gray"},
+        "kind": "retrain",
+        "base": {"name": base.version,
+                 "trained_at": base.card.trained_at.isoformat() if base.card.trained_at else None,
+                 "val_accuracy": base.card.val.accuracy},
+        "data": {
+            "corrections": {"source": corrections_uri, "counts": trained.data.counts(),
+                            "groups": len(set(trained.groups)), "skipped": trained.data.skipped},
+            "heldout": {"counts": heldout.data.counts(), "groups": len(set(heldout.groups)),
+                        "rule": "whole groups (recorded group, else the uploaded photo) whose sha256 "
+                                f"falls below {recipe.heldout}; at least one group once there are two"},
+            "replay": {"source": replay.source, "n": len(replay), "counts": replay.counts()},
+            "val": {"source": data_uri.rstrip("/") + "/val"},
+            **({"photos_val": {"source": photos_val}} if photos_val else {}),
+        },
+        "recipe": asdict(recipe),
+        "seed": recipe.seed,
+        "epochs": recipe.epochs,
+        "wall_time_s": round(wall_time_s, 1),
+        "machine": _machine(),
+        "val": {**val_report, "test_time_augmentation": "horizontal flip average"},
+        "before": before,
+        "after": after,
+        "comparison": comparison,
+        "guardrail": verdict.to_dict(),
+        "history": history,
+    }, name)
+
+
+def _val_set(data_uri: str) -> Dataset:
+    val = load_layout(data_uri.rstrip("/") + "/val", required=False)
+    if not len(val):
+        raise DataError(f"{data_uri} has no val/ images: FER2013 val is needed for the guardrail.")
+    return val
+
+
+def retrain(settings: Settings, data_uri: str, name: str | None = None, recipe: RetrainRecipe | None = None,
+            photos_val: str | None = None, base_path: str | None = None, progress: Progress | None = None,
+            workdir: Path | None = None) -> RetrainResult:
+    """Fine-tune the served model (or BASE_PATH) on the configured store's corrections; write
+    NAME.keras + card into WORKDIR (default FACEXPR_DATA_DIR/retrain) and return them. The caller
+    puts them into the registry (`ModelRegistry.add`)."""
+    from facexpr.model.registry import check_name, served_model_path
+
+    recipe = recipe or RetrainRecipe()
+    recipe.check()
+    started = time.perf_counter()
+    say = progress or (lambda f, m: None)
+    name = check_name(name or "retrain-" + datetime.now(UTC).strftime("%Y%m%d-%H%M%S"))
+
+    say(0.0, "loading the served model and the corrections")
+    base = load_classifier(base_path or served_model_path(settings))
+    every = load_corrections(settings.relabeled_uri)
+    if not len(every):
+        raise DataError(f"No corrections in {settings.relabeled_uri} yet: "
+                        "confirm or correct some answers first.")
+    train_idx, held_idx = split_heldout(every.groups, recipe.heldout)
+    trained, heldout = every.subset(train_idx), every.subset(held_idx)
+    if not len(trained):
+        raise DataError("Every correction is held out for testing; "
+                        "gather corrections from more people first.")
+    replay = (replay_sample(data_uri, recipe.replay, recipe.seed) if recipe.replay
+              else Dataset.concat([], data_uri))
+    val = _val_set(data_uri)
+    photos = _photos(Path(photos_val)) if photos_val else None
+
+    say(0.03, f"scoring {base.version} before: FER2013 val ({len(val)}), "
+              f"held-out corrections ({len(heldout)})")
+    val_before, val_ok_before = score(base, val)
+    held_before, held_ok_before = score(base, heldout.data)
+    photos_before = photos.score(base) if photos else None
+
+    network, history = fine_tune(base.network, trained.data, replay, recipe,
+                                 lambda f, m: say(0.08 + 0.84 * f, m))
+    say(0.93, "scoring the retrained model")
+    new = Classifier(network, card=ModelCard(name=name))
+    val_after, val_ok_after = score(new, val)
+    held_after, held_ok_after = score(new, heldout.data)
+    photos_after = photos.score(new) if photos else None
+
+    comparison = {"val": paired(val_ok_before, val_ok_after),
+                  "heldout": paired(held_ok_before, held_ok_after)}
+    if photos is not None:
+        comparison["photos"] = paired(photos_before[1], photos_after[1])
+    verdict = judge({"before": val_before["accuracy"], "after": val_after["accuracy"]},
+                    comparison["heldout"], comparison.get("photos"))
+    wall = time.perf_counter() - started
+    card = build_card(
+        name=name, base=base, recipe=recipe, data_uri=data_uri, corrections_uri=settings.relabeled_uri,
+        trained=trained, heldout=heldout, replay=replay, photos_val=photos_val,
+        before=_summary(val_before, held_before, photos_before and photos_before[0]),
+        after=_summary(val_after, held_after, photos_after and photos_after[0]),
+        comparison=comparison, verdict=verdict, history=history, wall_time_s=wall,
+        trained_at=datetime.now(UTC).isoformat(timespec="seconds"), val_report=val_after)
+    out = Path(workdir or Path(settings.data_dir) / "retrain") / name
+    keras_path = save_model(network, card, out)
+    say(1.0, "done: " + ("passed" if verdict.passed else "failed") + " the guardrail — " + verdict.reason)
+    return RetrainResult(card, keras_path)
+
+
+def _summary(val: dict[str, Any], heldout: dict[str, Any], photos: dict[str, Any] | None) -> dict[str, Any]:
+    out = {"val": {"accuracy": val["accuracy"], "macro_f1": val["macro_f1"], "n": val["n"],
+                   "recall": {k: v["recall"] for k, v in val["per_class"].items()}},
+           "heldout": {"accuracy": heldout["accuracy"], "n": heldout["n"]}}
+    if photos is not None:
+        out["photos"] = {"accuracy": photos["accuracy"], "n": photos["n"],
+                         "faces_found": photos["faces_found"],
+                         "recall": {k: v["recall"] for k, v in photos["per_class"].items()}}
+    return out
+
+
+@dataclass
+class _Photos:
+    """A labelled photo folder, detected and cropped once, scored by each model."""
+
+    y_true: np.ndarray
+    crops: list[np.ndarray | None]
+
+    def score(self, classifier: Classifier) -> tuple[dict[str, Any], np.ndarray]:
+        predicted = answers(self.crops, classifier)
+        found = sum(c is not None for c in self.crops)
+        return {**report(self.y_true, predicted), "faces_found": found}, predicted == self.y_true
+
+
+def _photos(root: Path) -> _Photos:
+    _, y_true, crops = labelled_crops(root, "detect")
+    return _Photos(y_true, crops)
+
+
+def before_after_rows(card: dict[str, Any]) -> list[dict[str, Any]]:
+    """The card's before/after table: one row per test set (FER2013 val, held-out corrections, photos)."""
+    titles = {"val": "FER2013 val", "heldout": "held-out corrections", "photos": "photos (--photos-val)"}
+    rows = []
+    for key, title in titles.items():
+        figures = card.get("comparison", {}).get(key)
+        if figures is None:
+            continue
+        rows.append({"test set": title, "faces": figures["n"], "before": figures["before"],
+                     "after": figures["after"], "gained": figures["gained"], "lost": figures["lost"],
+                     "p (gain by chance)": figures["p_value"]})
+    return rows

@@ -1,0 +1,186 @@
+"""The one call: image bytes → Prediction (faces, boxes, probabilities, per-stage timings)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from facexpr.core.errors import FacexprError
+from facexpr.core.labels import CROP_SIZE, EXPRESSIONS
+from facexpr.model.classifier import Classifier
+from facexpr.photo.faces import Box, crop_face, detect_faces, is_ready_crop, resize_crop, whole_image_crop
+from facexpr.photo.imaging import ImageInput, decode_gray, load_gray, read_image_file
+
+FacesMode = Literal["auto", "detect", "crop", "whole"]
+FACES_MODES: tuple[str, ...] = ("auto", "detect", "crop", "whole")
+
+
+@dataclass
+class FaceResult:
+    box: Box
+    crop: np.ndarray  # the 48×48 uint8 the model saw
+    probabilities: np.ndarray  # (7,) in FER2013 order
+
+    @property
+    def expression(self) -> str:
+        return EXPRESSIONS[int(np.argmax(self.probabilities))]
+
+    @property
+    def confidence(self) -> float:
+        return float(np.max(self.probabilities))
+
+    @property
+    def too_small(self) -> bool:
+        """The face is smaller than the model's 48×48 input: its crop was enlarged, so the answer
+        rests on detail that is not in the photo."""
+        return self.box.w < CROP_SIZE or self.box.h < CROP_SIZE
+
+    def probability_map(self) -> dict[str, float]:
+        return {name: round(float(p), 6) for name, p in zip(EXPRESSIONS, self.probabilities, strict=True)}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"box": self.box.as_list(), "expression": self.expression,
+                "confidence": round(self.confidence, 6), "probabilities": self.probability_map()}
+
+
+@dataclass
+class Prediction:
+    image_sha256: str
+    gray: np.ndarray  # the whole image as the model's pipeline saw it (8-bit gray)
+    faces: list[FaceResult]
+    mode: str  # how faces were found: "detect", "crop" (ready crop) or "whole"
+    model_version: str
+    latency_ms: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def no_face(self) -> bool:
+        return not self.faces
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"faces": [f.to_dict() for f in self.faces], "mode": self.mode,
+                "model_version": self.model_version, "latency_ms": self.latency_ms}
+
+
+def find_crops(gray: np.ndarray, mode: str = "auto") -> tuple[str, list[Box], list[np.ndarray]]:
+    """Where the faces are and their 48×48 crops, by MODE:
+
+    auto   — ready crop if ≤ 64 px on both sides, else detect;
+    detect — detect faces (none → empty lists);
+    crop   — the whole image is one face crop;
+    whole  — the centred square of the image (the "classify anyway" choice when no face is found).
+    """
+    if mode not in FACES_MODES:
+        raise ValueError(f"faces mode must be one of {FACES_MODES}, not {mode!r}")
+    if mode == "auto":
+        mode = "crop" if is_ready_crop(gray) else "detect"
+    if mode == "crop":
+        return mode, [Box(0, 0, gray.shape[1], gray.shape[0])], [resize_crop(gray)]
+    if mode == "whole":
+        box, crop = whole_image_crop(gray)
+        return mode, [box], [crop]
+    boxes = detect_faces(gray)
+    return mode, boxes, [crop_face(gray, b) for b in boxes]
+
+
+def _ms(a: float, b: float) -> float:
+    return round((b - a) * 1000, 3)
+
+
+@dataclass
+class _Located:
+    """An image decoded and searched for faces, waiting for the model."""
+
+    sha256: str
+    gray: np.ndarray
+    mode: str
+    boxes: list[Box]
+    crops: list[np.ndarray]
+    decode_ms: float
+    detect_ms: float
+
+
+def left_to_right(boxes: list[Box], crops: list[np.ndarray]) -> tuple[list[Box], list[np.ndarray]]:
+    """Faces in reading order, so "face 1" is the left-hand one on the page and in the table."""
+    order = sorted(range(len(boxes)), key=lambda i: (boxes[i].x, boxes[i].y))
+    return [boxes[i] for i in order], [crops[i] for i in order]
+
+
+def _locate(gray: np.ndarray, sha256: str, mode: str, started: float, decoded: float) -> _Located:
+    used_mode, boxes, crops = find_crops(gray, mode)
+    boxes, crops = left_to_right(boxes, crops)
+    return _Located(sha256, gray, used_mode, boxes, crops, _ms(started, decoded),
+                    _ms(decoded, time.perf_counter()))
+
+
+def _finish(found: _Located, probs: np.ndarray, classify_ms: float, version: str) -> Prediction:
+    return Prediction(
+        image_sha256=found.sha256, gray=found.gray,
+        faces=[FaceResult(b, c, p) for b, c, p in zip(found.boxes, found.crops, probs, strict=True)],
+        mode=found.mode, model_version=version,
+        latency_ms={"decode": found.decode_ms, "detect": found.detect_ms, "classify": classify_ms,
+                    "total": round(found.decode_ms + found.detect_ms + classify_ms, 3)})
+
+
+def predict_image(data: bytes | str | os.PathLike, classifier: Classifier, mode: str = "auto",
+                  image_sha256: str | None = None) -> Prediction:
+    """Decode, find faces, classify. DATA is the image file's bytes (or its path). Raises
+    ImageError for bad input; no face → empty `faces`. For PIL images and numpy arrays, see
+    facexpr.Recognizer.
+
+    IMAGE_SHA256 is the hash of DATA when the caller has it already (the page keys its cache by it).
+    """
+    if isinstance(data, (str, os.PathLike)):
+        path = data
+        try:
+            data = read_image_file(path)
+        except FacexprError as exc:
+            raise type(exc)(f"{os.fspath(path)}: {exc}") from None
+    started = time.perf_counter()
+    gray = decode_gray(data)
+    decoded = time.perf_counter()
+    found = _locate(gray, image_sha256 or hashlib.sha256(data).hexdigest(), mode, started, decoded)
+    begun = time.perf_counter()
+    probs = classifier.predict(np.stack(found.crops)) if found.crops else np.zeros((0, len(EXPRESSIONS)))
+    return _finish(found, probs, _ms(begun, time.perf_counter()), classifier.version)
+
+
+def predict_many(images: Iterable[ImageInput], classifier: Classifier, mode: str = "auto",
+                 on_progress: Callable[[int], None] | None = None) -> list[Prediction | FacexprError]:
+    """Like predict_image for each of IMAGES, with every face of every image classified in one
+    batched model call (the batch path: several times the faces per second of one call per photo).
+
+    An image that cannot be read gives its FacexprError in its place; the others are answered.
+    Each answer's `classify` latency is its share (by faces) of the one batched call.
+    ON_PROGRESS(n) is called after the n-th image is decoded and searched for faces.
+    """
+    located: list[_Located | FacexprError] = []
+    for n, image in enumerate(images, start=1):
+        started = time.perf_counter()
+        try:
+            gray, sha256, _ = load_gray(image)
+            located.append(_locate(gray, sha256, mode, started, time.perf_counter()))
+        except FacexprError as exc:
+            located.append(exc)
+        if on_progress:
+            on_progress(n)
+    found = [item for item in located if isinstance(item, _Located)]
+    crops = [crop for item in found for crop in item.crops]
+    begun = time.perf_counter()
+    probs = classifier.predict(np.stack(crops)) if crops else np.zeros((0, len(EXPRESSIONS)), np.float32)
+    per_face_ms = _ms(begun, time.perf_counter()) / max(1, len(crops))
+    out: list[Prediction | FacexprError] = []
+    offset = 0
+    for item in located:
+        if isinstance(item, FacexprError):
+            out.append(item)
+            continue
+        n = len(item.crops)
+        out.append(_finish(item, probs[offset:offset + n], round(per_face_ms * n, 3), classifier.version))
+        offset += n
+    return out
