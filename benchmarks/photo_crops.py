@@ -18,8 +18,9 @@ import cv2
 import numpy as np
 
 from facexpr.core.labels import INDEX
+from facexpr.core.types import Box
 from facexpr.model.classifier import load_classifier
-from facexpr.photo.faces import Box, crop_face, detect_faces
+from facexpr.photo.faces import crop_face, detect_faces
 from facexpr.photo.imaging import decode_gray
 
 

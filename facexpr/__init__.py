@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 from facexpr.core.errors import FacexprError, ImageError
 from facexpr.core.labels import EXPRESSIONS
+from facexpr.core.version import __version__
 
-__version__ = "1.0.0"
 __all__ = ["EXPRESSIONS", "Face", "FacexprError", "ImageError", "Recognizer", "__version__"]
 
 if TYPE_CHECKING:

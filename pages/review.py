@@ -14,7 +14,7 @@ from facexpr.app.ui import (
 )
 from facexpr.core.errors import FacexprError
 from facexpr.core.labels import EXPRESSIONS
-from facexpr.photo.faces import Box
+from facexpr.core.types import Box
 from facexpr.photo.imaging import decode_gray
 
 through_the_entry_script()  # a deep link as the first request (facexpr.app.ui)

@@ -85,8 +85,7 @@ WINDOW_START = day(8, 6)
 
 def fake_prediction(faces: int = 2, model: str = "m-test"):
     """A Prediction as predict_image makes it, without a model."""
-    from facexpr.model.predict import FaceResult, Prediction
-    from facexpr.photo.faces import Box
+    from facexpr.core.types import Box, FaceResult, Prediction
 
     rng = np.random.default_rng(faces)
     results = []

@@ -16,7 +16,8 @@ import numpy as np
 
 from facexpr.app.review import keep_for_review
 from facexpr.core.config import load_settings
-from facexpr.model.predict import Prediction, find_crops
+from facexpr.core.types import Prediction
+from facexpr.model.predict import find_crops
 from facexpr.model.registry import ModelRegistry
 from facexpr.photo.imaging import decode_gray
 from facexpr.storage.history import EMBEDDED_FILE, SqliteHistory

@@ -2,7 +2,8 @@
 
 import numpy as np
 
-from facexpr.photo.faces import Box, crop_face, detect_faces, is_ready_crop, whole_image_crop
+from facexpr.core.types import Box
+from facexpr.photo.faces import crop_face, detect_faces, is_ready_crop, whole_image_crop
 from facexpr.photo.imaging import decode_gray
 
 

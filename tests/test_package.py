@@ -61,7 +61,7 @@ def stranger_env(tmp_path: Path) -> dict[str, str]:
 
 def test_the_wheel_holds_the_package_and_the_shipped_model(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
-    assert {"facexpr/__init__.py", "facexpr/serve/api.py", "facexpr/serve/recognizer.py",
+    assert {"facexpr/__init__.py", "facexpr/serve/api/app.py", "facexpr/serve/recognizer.py",
             "facexpr/models/fer-vgg-v1.keras", "facexpr/models/fer-vgg-v1.json"} <= names
     assert not any(n.startswith(("tests/", "pages/", "benchmarks/", "models/")) for n in names)
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))

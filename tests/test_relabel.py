@@ -18,8 +18,7 @@ from facexpr.app.ui import key_name, widget_named
 from facexpr.core.config import Settings, load_settings
 from facexpr.core.errors import ImageError, LabelError
 from facexpr.core.labels import EXPRESSIONS
-from facexpr.model.predict import FaceResult, Prediction
-from facexpr.photo.faces import Box
+from facexpr.core.types import Box, FaceResult, Prediction
 from facexpr.photo.imaging import encode_png
 from facexpr.storage.relabel import (
     StoreOutbox,

@@ -12,7 +12,8 @@ from facexpr.cli import main
 from facexpr.core.config import load_settings
 from facexpr.core.errors import ModelError
 from facexpr.core.labels import INDEX
-from facexpr.learn.retrain import RetrainRecipe, batch_schedule, judge, retrain, sign_test, split_heldout
+from facexpr.learn.guardrail import judge, sign_test
+from facexpr.learn.retrain import RetrainRecipe, batch_schedule, retrain, split_heldout
 from facexpr.learn.train import Recipe, train
 from facexpr.model.classifier import load_classifier
 from facexpr.model.registry import ModelRegistry, served_model_path

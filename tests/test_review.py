@@ -12,8 +12,7 @@ from streamlit.testing.v1 import AppTest
 from facexpr.app.review import keep_for_review, label_item, review_queue, review_uri, sweep
 from facexpr.core.config import load_settings
 from facexpr.core.labels import EXPRESSIONS, INDEX
-from facexpr.model.predict import FaceResult, Prediction
-from facexpr.photo.faces import Box
+from facexpr.core.types import Box, FaceResult, Prediction
 from facexpr.storage.history import EMBEDDED_FILE, SqliteHistory
 from facexpr.storage.store import open_store
 from tests.conftest import ROOT

@@ -10,7 +10,7 @@ import pandas as pd
 from PIL import Image, ImageDraw, ImageFont
 
 from facexpr.core.labels import EXPRESSIONS
-from facexpr.photo.faces import Box
+from facexpr.core.types import Box
 
 BOX_COLOUR = (255, 64, 64)
 

@@ -15,8 +15,9 @@ from typing import Any
 import streamlit as st
 
 from facexpr.core.config import Settings, load_settings
+from facexpr.core.types import Prediction
 from facexpr.model.classifier import Classifier, load_classifier
-from facexpr.model.predict import Prediction, predict_image
+from facexpr.model.predict import predict_image
 from facexpr.model.registry import served_model_path
 from facexpr.storage.history import History, feedback_safely, open_history, record_safely
 from facexpr.storage.relabel import RelabelSummary, SaveResult, relabel_summary

@@ -37,6 +37,7 @@ from facexpr.core.errors import DataError, ModelError
 from facexpr.core.labels import EXPRESSIONS
 from facexpr.learn.data import Dataset, layout_keys, load_layout, read_keys
 from facexpr.learn.evaluate import answers, labelled_crops, report
+from facexpr.learn.guardrail import Verdict, judge, paired, score
 from facexpr.model.classifier import (
     CROP_SIZE,
     Classifier,
@@ -49,9 +50,6 @@ from facexpr.model.inference import has_native_bf16
 from facexpr.storage.store import open_store
 
 Progress = Callable[[float, str], None]  # (fraction done 0..1, what is happening)
-
-MAX_VAL_LOSS = 0.01  # FER2013 val accuracy may fall by at most 1 point
-GAIN_P_VALUE = 0.05  # one-sided exact sign test on the faces whose answer changed
 
 
 @dataclass
@@ -191,70 +189,6 @@ def batch_schedule(n_corrections: int, n_replay: int, recipe: RetrainRecipe
                 part = np.concatenate([part, rng.choice(n_replay, r - len(part))])
             rows.append(np.concatenate([np.asarray(chosen, np.int64), n_corrections + part]))
     return np.stack(rows), steps
-
-
-# ---------------------------------------------------------------- scoring and the guardrail
-
-def score(classifier: Classifier, data: Dataset) -> tuple[dict[str, Any], np.ndarray]:
-    """(report, per-image correctness) of CLASSIFIER on DATA's crops."""
-    predicted = classifier.predict(data.images).argmax(1) if len(data) else np.zeros(0, np.int64)
-    return report(data.labels, predicted), predicted == data.labels
-
-
-def sign_test(gained: int, lost: int) -> float:
-    """One-sided exact p-value that GAINED ≥ observed if gains and losses were equally likely."""
-    n = gained + lost
-    if n == 0:
-        return 1.0
-    return sum(math.comb(n, i) for i in range(gained, n + 1)) / 2**n
-
-
-def paired(before: np.ndarray, after: np.ndarray) -> dict[str, Any]:
-    """Before/after accuracy on the same faces, with the changed answers and their sign test."""
-    gained, lost = int((~before & after).sum()), int((before & ~after).sum())
-    n = len(before)
-    return {"n": n, "before": round(float(before.mean()), 4) if n else None,
-            "after": round(float(after.mean()), 4) if n else None,
-            "gained": gained, "lost": lost, "p_value": round(sign_test(gained, lost), 4)}
-
-
-@dataclass(frozen=True)
-class Verdict:
-    passed: bool
-    reason: str
-    rules: list[dict[str, Any]]
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def judge(val: dict[str, Any], heldout: dict[str, Any] | None, photos: dict[str, Any] | None) -> Verdict:
-    """Served only if (held-out corrections or photos gain with p < 0.05) and val falls ≤ 1 point."""
-    rules = []
-    for name, figures in (("held-out corrections", heldout), ("photos", photos)):
-        if not figures or not figures["n"]:
-            rules.append({"rule": f"gain on {name}", "passed": False, "why": "no faces to test on"})
-            continue
-        ok = figures["gained"] > figures["lost"] and figures["p_value"] < GAIN_P_VALUE
-        rules.append({"rule": f"gain on {name}", "passed": ok,
-                      "why": f"{figures['before']:.3f} → {figures['after']:.3f} on {figures['n']} faces; "
-                             f"{figures['gained']} gained, {figures['lost']} lost, one-sided sign test "
-                             f"p = {figures['p_value']:.3f} ({'<' if ok else 'not <'} {GAIN_P_VALUE})"})
-    drop = val["before"] - val["after"]
-    val_ok = drop <= MAX_VAL_LOSS + 1e-9
-    rules.append({"rule": "FER2013 val loses ≤ 1 point", "passed": val_ok,
-                  "why": f"{val['before']:.4f} → {val['after']:.4f} ({-drop * 100:+.1f} points)"})
-    gain_ok = rules[0]["passed"] or rules[1]["passed"]
-    passed = gain_ok and val_ok
-    if passed:
-        gains = " and ".join(r["rule"].removeprefix("gain on ") for r in rules[:2] if r["passed"])
-        reason = f"gains beyond noise on {gains} and keeps FER2013 val"
-    elif not gain_ok:
-        reason = "no gain beyond noise on held-out corrections or photos"
-        reason += "" if val_ok else "; and FER2013 val falls by more than 1 point"
-    else:
-        reason = "FER2013 val falls by more than 1 point"
-    return Verdict(passed, reason, rules)
 
 
 # ---------------------------------------------------------------- the fine-tune

@@ -6,65 +6,20 @@ import hashlib
 import os
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
 from facexpr.core.errors import FacexprError
-from facexpr.core.labels import CROP_SIZE, EXPRESSIONS
+from facexpr.core.labels import EXPRESSIONS
+from facexpr.core.types import Box, FaceResult, Prediction
 from facexpr.model.classifier import Classifier
-from facexpr.photo.faces import Box, crop_face, detect_faces, is_ready_crop, resize_crop, whole_image_crop
+from facexpr.photo.faces import crop_face, detect_faces, is_ready_crop, resize_crop, whole_image_crop
 from facexpr.photo.imaging import ImageInput, decode_gray, load_gray, read_image_file
 
 FacesMode = Literal["auto", "detect", "crop", "whole"]
 FACES_MODES: tuple[str, ...] = ("auto", "detect", "crop", "whole")
-
-
-@dataclass
-class FaceResult:
-    box: Box
-    crop: np.ndarray  # the 48×48 uint8 the model saw
-    probabilities: np.ndarray  # (7,) in FER2013 order
-
-    @property
-    def expression(self) -> str:
-        return EXPRESSIONS[int(np.argmax(self.probabilities))]
-
-    @property
-    def confidence(self) -> float:
-        return float(np.max(self.probabilities))
-
-    @property
-    def too_small(self) -> bool:
-        """The face is smaller than the model's 48×48 input: its crop was enlarged, so the answer
-        rests on detail that is not in the photo."""
-        return self.box.w < CROP_SIZE or self.box.h < CROP_SIZE
-
-    def probability_map(self) -> dict[str, float]:
-        return {name: round(float(p), 6) for name, p in zip(EXPRESSIONS, self.probabilities, strict=True)}
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"box": self.box.as_list(), "expression": self.expression,
-                "confidence": round(self.confidence, 6), "probabilities": self.probability_map()}
-
-
-@dataclass
-class Prediction:
-    image_sha256: str
-    gray: np.ndarray  # the whole image as the model's pipeline saw it (8-bit gray)
-    faces: list[FaceResult]
-    mode: str  # how faces were found: "detect", "crop" (ready crop) or "whole"
-    model_version: str
-    latency_ms: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def no_face(self) -> bool:
-        return not self.faces
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"faces": [f.to_dict() for f in self.faces], "mode": self.mode,
-                "model_version": self.model_version, "latency_ms": self.latency_ms}
 
 
 def find_crops(gray: np.ndarray, mode: str = "auto") -> tuple[str, list[Box], list[np.ndarray]]:

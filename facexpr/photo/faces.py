@@ -16,13 +16,13 @@ from __future__ import annotations
 import queue
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
 from facexpr.core.errors import ModelError
 from facexpr.core.labels import CROP_SIZE
+from facexpr.core.types import Box
 
 READY_CROP_MAX_SIDE = 64  # images this small (both sides) are taken as ready face crops
 DETECT_MAX_SIDE = 320  # the full pass runs on a copy no larger than this
@@ -41,17 +41,6 @@ WIDE_ASPECT = 1.5  # width ≥ 1.5 × height: a photo that may hold several peop
 MIN_FACE_FRACTION = 0.08  # ignore "faces" smaller than this share of the shorter side
 
 cv2.setNumThreads(1)  # requests run in parallel threads; one OpenCV thread each is fastest
-
-
-@dataclass(frozen=True)
-class Box:
-    x: int
-    y: int
-    w: int
-    h: int
-
-    def as_list(self) -> list[int]:
-        return [self.x, self.y, self.w, self.h]
 
 
 def _load_cascade() -> cv2.CascadeClassifier:

@@ -33,8 +33,7 @@ from PIL import Image
 
 from facexpr.core.config import Settings
 from facexpr.core.errors import FacexprError, HistoryBuffered, StoreError
-from facexpr.model.predict import FaceResult, Prediction
-from facexpr.photo.faces import Box
+from facexpr.core.types import Box, FaceResult, Prediction
 from facexpr.photo.imaging import decode_gray, encode_png, image_extension
 from facexpr.storage.history import History
 from facexpr.storage.relabel import SaveResult, save_relabel

@@ -12,8 +12,9 @@ import pandas as pd
 
 from facexpr.core.errors import FacexprError
 from facexpr.core.labels import EXPRESSIONS
+from facexpr.core.types import Prediction
 from facexpr.model.classifier import Classifier
-from facexpr.model.predict import Prediction, predict_many
+from facexpr.model.predict import predict_many
 from facexpr.photo.imaging import check_upload_name, encode_png
 
 COLUMNS = ["file", "face", "expression", "confidence", "box", "error", *EXPRESSIONS, "model_version",

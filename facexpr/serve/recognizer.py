@@ -24,7 +24,8 @@ import numpy as np
 
 from facexpr.core.errors import FacexprError
 from facexpr.core.labels import EXPRESSIONS
-from facexpr.model.predict import FACES_MODES, Prediction, predict_many
+from facexpr.core.types import Prediction
+from facexpr.model.predict import FACES_MODES, predict_many
 from facexpr.photo.imaging import ImageInput
 
 

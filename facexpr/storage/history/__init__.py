@@ -54,7 +54,7 @@ from facexpr.storage.history.mongo import (
 from facexpr.storage.history.sqlite import EMBEDDED_FILE, SqliteHistory
 
 if TYPE_CHECKING:
-    from facexpr.model.predict import Prediction
+    from facexpr.core.types import Prediction
 
 __all__ = [
     "BUFFER_FILE", "CONFIDENCE_BINS", "DAY_S", "EMBEDDED_FILE", "LATENCY_BINS_PER_OCTAVE", "LATENCY_FLOOR_MS",

@@ -21,7 +21,7 @@ from facexpr.core.labels import EXPRESSIONS, parse_label
 from facexpr.core.times import utc
 
 if TYPE_CHECKING:
-    from facexpr.model.predict import Prediction
+    from facexpr.core.types import Prediction
 
 SOURCES: tuple[str, ...] = ("upload", "camera", "batch", "cli", "api", "import")
 STAGES: tuple[str, ...] = ("decode", "detect", "classify", "total")

@@ -36,7 +36,7 @@ from facexpr.storage.history.documents import (
 )
 
 if TYPE_CHECKING:
-    from facexpr.model.predict import Prediction
+    from facexpr.core.types import Prediction
 
 log = logging.getLogger(__name__)
 

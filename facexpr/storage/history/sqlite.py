@@ -38,7 +38,7 @@ from facexpr.storage.history.documents import (
 )
 
 if TYPE_CHECKING:
-    from facexpr.model.predict import Prediction
+    from facexpr.core.types import Prediction
 
 EMBEDDED_FILE = "history.sqlite3"
 NO_FACE_INDEX = -1  # how a no-face document is stored: a row with this face_index, empty face columns

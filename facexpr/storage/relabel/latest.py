@@ -10,15 +10,10 @@ before it, so racing answers converge on the latest one. (The history keeps ever
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
 
 from facexpr.core.labels import EXPRESSIONS
 from facexpr.core.times import utc
-from facexpr.storage.relabel.keys import RELABELED
 from facexpr.storage.store import ImageStore
-
-if TYPE_CHECKING:
-    from facexpr.storage.relabel.outbox import StoreOutbox
 
 _NEVER = datetime.min.replace(tzinfo=UTC)
 
@@ -36,7 +31,7 @@ def _given_at(metadata: dict[str, str]) -> datetime | None:
         return None
 
 
-def _order(label: str, metadata: dict[str, str]) -> tuple[datetime, str]:
+def order_of_answer(label: str, metadata: dict[str, str]) -> tuple[datetime, str]:
     """How answers to one face are ordered: by when they were given, ties broken by the label."""
     return _given_at(metadata) or _NEVER, label
 
@@ -46,11 +41,11 @@ def settle_face(store: ImageStore, key: str, metadata: dict[str, str]) -> bool:
     under every other label, unless a later answer is found there, which wins and KEY goes instead.
     Returns whether KEY's answer is the one kept."""
     label, _, name = key.partition("/")
-    answers = {label: _order(label, metadata)}
+    answers = {label: order_of_answer(label, metadata)}
     for other in EXPRESSIONS:
         other_key = f"{other}/{name}"
         if other != label and store.exists(other_key):
-            answers[other] = _order(other, store.metadata(other_key))
+            answers[other] = order_of_answer(other, store.metadata(other_key))
     latest = max(answers, key=answers.__getitem__)
     for other in answers:
         if other != latest:
@@ -66,14 +61,3 @@ def stale_delete(store: ImageStore, key: str, metadata: dict[str, str]) -> bool:
         return False
     stored = _given_at(store.metadata(key))
     return stored is not None and stored > issued
-
-
-def discard_older_answers(outbox: StoreOutbox, key: str, metadata: dict[str, str]) -> None:
-    """Drop queued answers to the same face under another label that are older than this one (one
-    whose delivery is already under way is settled by `settle_face` instead)."""
-    label, _, name = key.partition("/")
-    mine = _order(label, metadata)
-    for other in EXPRESSIONS:
-        item = outbox.pending(RELABELED, f"{other}/{name}") if other != label else None
-        if item is not None and item.op == "put" and _order(other, item.metadata) < mine:
-            outbox.discard(RELABELED, item.key)

@@ -14,9 +14,10 @@ from pathlib import Path
 
 from facexpr.core.config import Settings
 from facexpr.core.errors import OutboxItemDamaged, StoreError
+from facexpr.core.labels import EXPRESSIONS
 from facexpr.core.times import iso_seconds
 from facexpr.storage.relabel.keys import RELABELED, ROLES, role_uri
-from facexpr.storage.relabel.latest import settle_face, stale_delete
+from facexpr.storage.relabel.latest import order_of_answer, settle_face, stale_delete
 from facexpr.storage.store import ImageStore, atomic_write, open_store
 
 
@@ -213,3 +214,13 @@ def flush_outbox(settings: Settings, limit: int | None = None) -> SyncReport:
     outbox.sweep()
     return report
 
+
+def discard_older_answers(outbox: StoreOutbox, key: str, metadata: dict[str, str]) -> None:
+    """Drop queued answers to the same face under another label that are older than this one (one
+    whose delivery is already under way is settled by `settle_face` instead)."""
+    label, _, name = key.partition("/")
+    mine = order_of_answer(label, metadata)
+    for other in EXPRESSIONS:
+        item = outbox.pending(RELABELED, f"{other}/{name}") if other != label else None
+        if item is not None and item.op == "put" and order_of_answer(other, item.metadata) < mine:
+            outbox.discard(RELABELED, item.key)

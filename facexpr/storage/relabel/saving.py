@@ -25,12 +25,12 @@ from facexpr.storage.relabel.keys import (
     planned_location,
     role_uri,
 )
-from facexpr.storage.relabel.latest import answer_time, discard_older_answers
-from facexpr.storage.relabel.outbox import deliver, flush_outbox, outbox_for
+from facexpr.storage.relabel.latest import answer_time
+from facexpr.storage.relabel.outbox import deliver, discard_older_answers, flush_outbox, outbox_for
 from facexpr.storage.store import ImageStore, open_store
 
 if TYPE_CHECKING:
-    from facexpr.model.predict import Prediction
+    from facexpr.core.types import Prediction
 
 FLUSH_ON_SAVE = 20  # outbox items retried after a successful save; the rest wait for `sync`
 
