@@ -10,6 +10,7 @@ from setuptools import find_packages, setup
 setup(
     packages=[*find_packages(include=["facexpr", "facexpr.*"]), "facexpr.models"],
     package_dir={"facexpr.models": "models"},
-    package_data={"facexpr.models": ["*.keras", "*.json"]},
+    package_data={"facexpr.models": ["*.keras", "*.json", "face-finder/*.tflite", "face-finder/*.txt",
+                                      "face-finder/README.md"]},
     exclude_package_data={"facexpr.models": ["*.png"]},
 )

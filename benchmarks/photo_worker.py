@@ -54,16 +54,15 @@ class FacexprRunner:
 
 
 class FacexprBeforeRunner(FacexprRunner):
-    """facexpr with the settings this benchmark replaced: one 320-px detection pass, Keras itself."""
+    """facexpr before the aligned crop (issue 21): the same model, served the Haar box crop."""
 
     def __init__(self, model: str | None) -> None:
-        from facexpr.model.classifier import Classifier
-        from facexpr.photo import faces
+        import dataclasses
 
-        faces.COARSE_PASSES = ()
+        from facexpr.photo.geometry import HAAR_BOX
+
         super().__init__(model)
-        loaded = self.classifier
-        self.classifier = Classifier(loaded.network, loaded.card, loaded.path, fast=False)
+        self.classifier.card = dataclasses.replace(self.classifier.card, crop=HAAR_BOX)
 
 
 class FerRunner:

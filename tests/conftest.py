@@ -69,6 +69,7 @@ def tiny_model_path(tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("models") / "tiny-test"
     card = {"name": "tiny-test", "trained_at": "2026-01-01T00:00:00+00:00", "classes": list(EXPRESSIONS),
+            "crop": {"name": "fer-template", "detector": "blazeface", "template_scale": 1.0},  # as shipped
             "val": {"accuracy": 0.5, "per_class": {}, "confusion": [[0] * 7] * 7}}
     return save_model(build_network(widths=(4, 8)), ModelCard.from_dict(card), out)
 

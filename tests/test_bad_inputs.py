@@ -36,7 +36,8 @@ from streamlit.testing.v1 import AppTest
 
 from facexpr.core.errors import ImageError
 from facexpr.core.labels import EXPRESSIONS
-from facexpr.model.predict import find_crops, predict_image
+from facexpr.model.predict import predict_image
+from facexpr.photo.faces import find_crops
 from facexpr.photo.imaging import decode_gray
 from tests.conftest import FIXTURES, ROOT
 

@@ -54,8 +54,8 @@ def test_evaluate_prints_the_report_as_json(tmp_path, tiny_model_path, capsys):
         (tmp_path / label / "x.png").write_bytes(image_bytes(np.full((48, 48), 100, np.uint8)))
     assert main(["evaluate", str(tmp_path), "--json", "--model", str(tiny_model_path)]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["n"] == 2 and result["faces_found"] == 2
-    assert set(result) >= {"accuracy", "per_class", "confusion", "faces_found"}
+    assert result["n"] == 2 and result["ready_crops"] == 2 and result["faces_found"] == 0
+    assert set(result) >= {"accuracy", "per_class", "confusion", "faces_found", "whole_image_fallback"}
 
 
 def test_evaluate_on_a_missing_folder_says_so(tmp_path, tiny_model_path, capsys):
@@ -91,7 +91,7 @@ def test_evaluate_in_bfloat16_scores_every_image_where_the_cpu_has_it(tmp_path, 
         return
     assert main([*argv, "--precision", "bfloat16"]) == 0
     fast = json.loads(capsys.readouterr().out)
-    assert fast["n"] == exact["n"] == 6 and fast["faces_found"] == 6
+    assert fast["n"] == exact["n"] == 6 and fast["ready_crops"] == 6
     assert sum(map(sum, fast["confusion"])) == 6
 
 

@@ -17,8 +17,8 @@ import numpy as np
 from facexpr.app.review import keep_for_review
 from facexpr.core.config import load_settings
 from facexpr.core.types import Prediction
-from facexpr.model.predict import find_crops
 from facexpr.model.registry import ModelRegistry
+from facexpr.photo.faces import find_crops
 from facexpr.photo.imaging import decode_gray
 from facexpr.storage.history import EMBEDDED_FILE, SqliteHistory
 from facexpr.storage.store import open_store

@@ -35,8 +35,11 @@ def test_evaluate_dir_counts_images_and_faces(tmp_path, tiny_classifier, blank_p
     (tmp_path / "sad" / "photo.png").write_bytes(blank_photo_bytes)  # no face: counts as wrong
     (tmp_path / "notes").mkdir()  # not an expression: ignored
     r = evaluate_dir(tmp_path, tiny_classifier, "auto")
-    assert r["n"] == 3 and r["faces_found"] == 2
+    # the two 48×48 images are ready crops, not faces the finder found; the photo has no face
+    assert r["n"] == 3 and r["ready_crops"] == 2 and r["faces_found"] == 0
     assert sum(map(sum, r["confusion"])) == 2
+    # read as a whole image where no face was found: on its own line, never counted as found
+    assert r["whole_image_fallback"]["images"] == 1
     assert r["per_class"]["sad"]["support"] == 2
 
 

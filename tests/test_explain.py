@@ -3,7 +3,7 @@
 import numpy as np
 
 from facexpr.model.explain import grad_cam, overlay
-from facexpr.model.predict import find_crops
+from facexpr.photo.faces import find_crops
 from facexpr.photo.imaging import decode_gray
 
 

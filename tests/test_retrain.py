@@ -12,8 +12,9 @@ from facexpr.cli import main
 from facexpr.core.config import load_settings
 from facexpr.core.errors import ModelError
 from facexpr.core.labels import INDEX
+from facexpr.learn.correction_set import split_heldout
 from facexpr.learn.guardrail import judge, sign_test
-from facexpr.learn.retrain import RetrainRecipe, batch_schedule, retrain, split_heldout
+from facexpr.learn.retrain import RetrainRecipe, batch_schedule, retrain
 from facexpr.learn.train import Recipe, train
 from facexpr.model.classifier import load_classifier
 from facexpr.model.registry import ModelRegistry, served_model_path
@@ -52,13 +53,24 @@ def checkerboard(rng) -> np.ndarray:
     return np.clip(board + rng.normal(0, 10, board.shape), 0, 255).astype(np.uint8)
 
 
-def add_corrections(settings, make, label: str, n: int, people: int = 6, seed: int = 0) -> list[np.ndarray]:
+def add_corrections(settings, make, label: str, n: int, people: int = 6, seed: int = 0,
+                    crop_geometry: str | None = "fer-template") -> list[np.ndarray]:
     rng = np.random.default_rng(seed)
     crops = [make(rng) for _ in range(n)]
     for i, crop in enumerate(crops):
         save_crop(settings, crop, label, predicted="happy", confidence=0.5, model_version="base-tiny",
-                  group=f"person{i % people}")
+                  group=f"person{i % people}", crop_geometry=crop_geometry)
     return crops
+
+
+def test_corrections_cut_another_way_are_left_out_and_said(fer, base_model, capsys):
+    """Crops saved before alignment (no crop geometry recorded: the Haar box) are not mixed into a
+    retrain of a model that reads aligned faces; the refusal says how many and why."""
+    settings = load_settings()
+    add_corrections(settings, checkerboard, "disgust", 6, crop_geometry=None)
+    assert main(["retrain", "--data", str(fer), "--out", "mixed", "--model", str(base_model)]) == 2
+    err = capsys.readouterr().err
+    assert "6 cut another way: 6 with haar-box" in err and "Traceback" not in err
 
 
 def test_corrections_teach_a_pattern_the_base_never_predicts(fer, base_model, capsys):

@@ -29,6 +29,7 @@ from PIL import Image
 from facexpr.core.config import Settings
 from facexpr.core.errors import FacexprError
 from facexpr.core.labels import EXPRESSIONS
+from facexpr.photo.geometry import LEGACY
 from facexpr.photo.imaging import encode_png
 from facexpr.storage.relabel import SaveResult, save_crop
 from facexpr.storage.store import open_store
@@ -70,7 +71,7 @@ def keep_for_review(settings: Settings, prediction: Any) -> str | None:
             png, scale = review_photo(prediction.gray)
             store.put(photo_key, png, {"scale": f"{scale:.6f}"})
         for i, face in enumerate(prediction.faces):
-            store.put(f"{sha}/face-{i}.png", encode_png(face.crop))
+            store.put(f"{sha}/face-{i}.png", encode_png(face.crop), {"crop-geometry": prediction.crop})
     except FacexprError as exc:
         return f"This answer cannot be offered for review later: {exc}"
     return None
@@ -161,9 +162,13 @@ def label_item(settings: Settings, history: Any, item: ReviewItem, label: str, g
     the answer in the history, and drop the face from the review store. Returns (where it went, a
     warning or None). A store failure the outbox cannot take raises; then nothing has changed."""
     crop = load_crop(settings, item)
+    try:  # how the crop was cut; a copy kept before that was recorded was cut by the Haar box
+        geometry = open_store(review_uri(settings)).metadata(item.crop_key).get("crop-geometry") or LEGACY
+    except FacexprError:
+        geometry = LEGACY
     saved = save_crop(settings, crop, label, predicted=item.expression, confidence=item.confidence,
                       model_version=item.model_version, image_sha256=item.image_sha256,
-                      face_index=item.face_index, group=group)
+                      face_index=item.face_index, group=group, crop_geometry=geometry)
     warning = None
     try:
         history.attach_feedback(item.record_id, saved.label, saved.confirmed, saved.object_key)

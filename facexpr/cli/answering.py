@@ -60,7 +60,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(json.dumps(result))
     else:
         print(f"{result['n']} images, accuracy {result['accuracy']:.4f}, macro F1 {result['macro_f1']:.4f}, "
-              f"faces found {result['faces_found']}/{result['n']}")
+              f"faces found {result['faces_found']}/{result['n']}"
+              + (f", ready crops {result['ready_crops']}" if result["ready_crops"] else ""))
+        fallback = result["whole_image_fallback"]
+        if fallback["images"]:
+            print(f"with the whole image read where no face was found ({fallback['images']} images): "
+                  f"accuracy {fallback['accuracy']:.4f}")
         print_per_class(result["per_class"])
         print_confusion(result["confusion"])
     return 0

@@ -11,6 +11,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
+
 from facexpr.photo.imaging import PHOTO_SUFFIXES
 
 IMAGE_SUFFIXES = set(PHOTO_SUFFIXES)  # what `predict DIR` takes from a folder
@@ -43,8 +45,12 @@ def load_model_for(args: argparse.Namespace, precision: str = "float32"):
     logging.getLogger("absl").setLevel(logging.ERROR)  # a deprecation notice from the TFLite converter
     with native_logs_held():
         from facexpr.model.classifier import load_classifier
+        from facexpr.photo.detectors import get_detector
 
-        return load_classifier(model_path(args), precision)
+        classifier = load_classifier(model_path(args), precision)
+        # The face finder's runtime announces itself on its first run: let that happen here too.
+        get_detector(classifier.geometry.detector).find(np.zeros((96, 96), np.uint8))
+        return classifier
 
 
 def expand_images(paths: list[str]) -> list[str]:

@@ -14,6 +14,7 @@ import numpy as np
 from facexpr.core.labels import CROP_SIZE, EXPRESSIONS
 
 Point = tuple[float, float]
+IMAGE_CROP = "image"  # a crop that is the image itself, cut by no geometry
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,11 @@ class Landmarks:
 
     def shifted(self, dx: float, dy: float) -> Landmarks:
         return Landmarks(*((x + dx, y + dy) for x, y in (self.eye_left, self.eye_right, self.mouth)))
+
+    def scaled(self, fx: float, fy: float | None = None) -> Landmarks:
+        """In the coordinates of a copy FX (across) and FY (down; default FX) times as large."""
+        fy = fx if fy is None else fy
+        return Landmarks(*((x * fx, y * fy) for x, y in (self.eye_left, self.eye_right, self.mouth)))
 
     def eye_distance(self) -> float:
         return float(np.hypot(self.eye_right[0] - self.eye_left[0], self.eye_right[1] - self.eye_left[1]))
@@ -79,6 +85,9 @@ class Prediction:
     mode: str  # how faces were found: "detect", "crop" (ready crop) or "whole"
     model_version: str
     latency_ms: dict[str, float] = field(default_factory=dict)
+    # How each face became its crop: the crop geometry's name ("fer-template", "haar-box") for
+    # detected faces, IMAGE_CROP when the image itself was the face (a ready crop, the whole image).
+    crop: str = ""
 
     @property
     def no_face(self) -> bool:

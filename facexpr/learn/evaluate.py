@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from facexpr.core.labels import EXPRESSIONS, NUM_CLASSES
+from facexpr.photo.geometry import CropGeometry
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
@@ -49,11 +51,23 @@ def report(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, Any]:
     }
 
 
-def labelled_crops(root: Path, faces: str = "auto") -> tuple[list[Path], np.ndarray, list[np.ndarray | None]]:
-    """(files, true labels, the largest face's crop or None) for every image under ROOT/<expression>/."""
+@dataclass
+class LabelledCrops:
+    """Every image under a labelled folder, cut once: its true label, its largest face's crop (None
+    where the detector found none or the file is unreadable), and the whole image as one face."""
+
+    files: list[Path]
+    y_true: np.ndarray
+    crops: list[np.ndarray | None]
+    whole: list[np.ndarray | None]  # the whole image as one face: what a person is offered on "no face"
+    ready: int  # images taken as ready crops (≤ 64 px), not searched for faces
+
+
+def labelled_crops(root: Path, faces: str = "auto", geometry: CropGeometry | None = None) -> LabelledCrops:
+    """Cut every image under ROOT/<expression>/ the way GEOMETRY (a model's card) says."""
     from facexpr.core.errors import DataError, FacexprError
     from facexpr.core.labels import INDEX
-    from facexpr.model.predict import find_crops
+    from facexpr.photo.faces import find_crops, resize_crop
     from facexpr.photo.imaging import decode_gray
 
     if not root.is_dir():
@@ -63,16 +77,19 @@ def labelled_crops(root: Path, faces: str = "auto") -> tuple[list[Path], np.ndar
     if not files:
         raise DataError(f"No images under {root}/<expression>/ (expressions: {', '.join(EXPRESSIONS)}).")
 
-    def first_crop(path: Path) -> np.ndarray | None:
+    def cut(path: Path) -> tuple[np.ndarray | None, np.ndarray | None, bool]:
         try:
-            _, _, crops = find_crops(decode_gray(path.read_bytes()), faces)
+            gray = decode_gray(path.read_bytes())
+            mode, boxes, crops = find_crops(gray, faces, *([geometry] if geometry else []))
         except (FacexprError, OSError):
-            return None
-        return crops[0] if crops else None
+            return None, None, False
+        largest = max(range(len(boxes)), key=lambda i: boxes[i].w * boxes[i].h, default=None)
+        return (None if largest is None else crops[largest]), resize_crop(gray), mode == "crop"
 
     with ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1))) as pool:
-        crops = list(pool.map(first_crop, files))
-    return files, np.array([INDEX[p.parent.name] for p in files]), crops
+        cut_all = list(pool.map(cut, files))
+    return LabelledCrops(files, np.array([INDEX[p.parent.name] for p in files]), [c for c, _, _ in cut_all],
+                         [w for _, w, _ in cut_all], sum(r for _, _, r in cut_all))
 
 
 def answers(crops: list[np.ndarray | None], classifier: Any) -> np.ndarray:
@@ -85,11 +102,18 @@ def answers(crops: list[np.ndarray | None], classifier: Any) -> np.ndarray:
 
 
 def evaluate_dir(root: Path, classifier: Any, faces: str = "auto") -> dict[str, Any]:
-    """Score every image under ROOT/<expression>/. One answer per image: its largest face;
-    an image with no face (or unreadable) counts as wrong."""
-    from facexpr.photo.faces import CROP_OFFSET, CROP_SCALE
-
-    _, y_true, crops = labelled_crops(root, faces)
-    return {**report(y_true, answers(crops, classifier)), "faces_found": sum(c is not None for c in crops),
-            "faces_mode": faces, "crop": {"scale": CROP_SCALE, "offset": CROP_OFFSET},  # of detected faces
-            "model": classifier.version}
+    """Score every image under ROOT/<expression>/, cut the way the classifier's card says. One answer
+    per image: its largest face; an image where no face was found (or unreadable) counts as wrong.
+    `whole_image_fallback` scores the same images with the whole image read where no face was found
+    (what the page offers then), on its own line: those are never counted as found."""
+    cut = labelled_crops(root, faces, classifier.geometry)
+    predicted = answers(cut.crops, classifier)
+    missing = [i for i, c in enumerate(cut.crops) if c is None]
+    fallback = predicted.copy()
+    if missing:
+        fallback[missing] = answers([cut.whole[i] for i in missing], classifier)
+    found = sum(c is not None for c in cut.crops)
+    return {**report(cut.y_true, predicted), "faces_found": found - cut.ready, "ready_crops": cut.ready,
+            "faces_mode": faces, "crop": classifier.geometry.to_dict(), "model": classifier.version,
+            "whole_image_fallback": {"accuracy": report(cut.y_true, fallback)["accuracy"],
+                                     "images": len(missing)}}

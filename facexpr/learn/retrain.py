@@ -6,25 +6,18 @@ share S (default 0.25), the rest a seeded replay sample of the training data (de
 which keeps FER2013 from being forgotten. One epoch is one pass over the replay sample, so the
 cost does not grow with the number of corrections (≈ 15,100 images for the default recipe).
 
-Held-out corrections — never trained on — score before and after, beside FER2013 val and an
-optional folder of labelled photos. The rule (`split_heldout`): corrections are grouped by who
-gave them where known (the `group` a save records: the app's browser session, or the person a
-folder import names), else by the uploaded photo (every face of one photo together); a group is
-held out when the hash of its id falls below the held-out fraction, so a group never changes side
-between retrains, and at least one group is held out once there are two.
-
-The guardrail (`judge`), fixed before any model is scored: served only if it gains beyond noise
-on the held-out corrections or on the photos — a one-sided exact sign test on the faces whose
-answer changed (McNemar), p < 0.05 — and loses at most 1 point of FER2013 val accuracy.
+Held-out corrections — never trained on, split by group (facexpr.learn.correction_set) — score
+before and after, beside FER2013 val and an optional folder of labelled photos, and the guardrail
+(facexpr.learn.guardrail) decides whether the new model may be served. Only corrections cut the
+way the base model cuts faces (its card's crop geometry) are learned from; the others are counted
+in the card as left out.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,6 +28,7 @@ import numpy as np
 from facexpr.core.config import Settings
 from facexpr.core.errors import DataError, ModelError
 from facexpr.core.labels import EXPRESSIONS
+from facexpr.learn.correction_set import Corrections, load_corrections, split_heldout
 from facexpr.learn.data import Dataset, layout_keys, load_layout, read_keys
 from facexpr.learn.evaluate import answers, labelled_crops, report
 from facexpr.learn.guardrail import Verdict, judge, paired, score
@@ -47,6 +41,7 @@ from facexpr.model.classifier import (
     save_model,
 )
 from facexpr.model.inference import has_native_bf16
+from facexpr.photo.geometry import CropGeometry
 from facexpr.storage.store import open_store
 
 Progress = Callable[[float, str], None]  # (fraction done 0..1, what is happening)
@@ -98,60 +93,6 @@ def recipe_from(overrides: str | dict[str, Any] | None) -> RetrainRecipe:
 
 
 # ---------------------------------------------------------------- data
-
-@dataclass
-class Corrections:
-    """The relabeled store's crops with the label a person gave, and the group each belongs to."""
-
-    data: Dataset
-    groups: list[str]
-    saved_at: list[str]
-
-    def __len__(self) -> int:
-        return len(self.data)
-
-    def subset(self, index: np.ndarray) -> Corrections:
-        return Corrections(self.data.subset(index), [self.groups[i] for i in index],
-                           [self.saved_at[i] for i in index])
-
-
-def load_corrections(uri: str, workers: int = 8) -> Corrections:
-    """Every `<label>/<sha>.png` under URI with its metadata's group (see `group_of`)."""
-    store = open_store(uri)
-    data = read_keys(store, sorted(layout_keys(store.list_keys())), uri, workers)
-    with ThreadPoolExecutor(workers) as pool:
-        metadata = list(pool.map(store.metadata, data.keys))
-    return Corrections(data, [group_of(k, m) for k, m in zip(data.keys, metadata, strict=True)],
-                       [m.get("saved-at", "") for m in metadata])
-
-
-def group_of(key: str, metadata: dict[str, str]) -> str:
-    """Who a correction came from, as far as is known: the recorded group, else its photo, else itself."""
-    if metadata.get("group"):
-        return "group:" + metadata["group"]
-    if metadata.get("image-sha256"):
-        return "image:" + metadata["image-sha256"]
-    return "crop:" + key.rsplit("/", 1)[-1]
-
-
-def _unit_hash(text: str) -> float:
-    return int(hashlib.sha256(text.encode()).hexdigest()[:12], 16) / 16**12
-
-
-def split_heldout(groups: list[str], fraction: float) -> tuple[np.ndarray, np.ndarray]:
-    """(train index, held-out index): whole groups, held out when their hash < FRACTION; at least
-    one group held out (the lowest hash) once there are two groups and FRACTION > 0."""
-    if fraction <= 0 or not groups:
-        return np.arange(len(groups)), np.zeros(0, np.int64)
-    score = {g: _unit_hash(g) for g in set(groups)}
-    held = {g for g, s in score.items() if s < fraction}
-    if not held and len(score) >= 2:
-        held = {min(score, key=score.get)}
-    if len(held) == len(score):  # never hold out everything: keep the highest-hash group to learn from
-        held.discard(max(score, key=score.get))
-    mask = np.array([g in held for g in groups])
-    return np.flatnonzero(~mask), np.flatnonzero(mask)
-
 
 def replay_sample(data_uri: str, n: int, seed: int, workers: int = 8) -> Dataset:
     """N training images drawn without replacement (seeded) from DATA/train, read only those."""
@@ -281,7 +222,8 @@ class RetrainResult:
 
 
 def build_card(*, name: str, base: Classifier, recipe: RetrainRecipe, data_uri: str, corrections_uri: str,
-               trained: Corrections, heldout: Corrections, replay: Dataset, photos_val: str | None,
+               trained: Corrections, heldout: Corrections, left_out: dict[str, int], replay: Dataset,
+               photos_val: str | None,
                before: dict[str, Any], after: dict[str, Any], comparison: dict[str, Any], verdict: Verdict,
                history: dict[str, list[float]], wall_time_s: float, trained_at: str,
                val_report: dict[str, Any]) -> ModelCard:
@@ -294,13 +236,15 @@ def build_card(*, name: str, base: Classifier, recipe: RetrainRecipe, data_uri: 
         "trained_at": trained_at,
         "classes": list(EXPRESSIONS),
         "input": {"size": [CROP_SIZE, CROP_SIZE], "channels": 1, "pixels": "uint8 0..255, gray"},
+        "crop": base.geometry.to_dict(),  # fine-tuned on crops cut the base model's way
         "kind": "retrain",
         "base": {"name": base.version,
                  "trained_at": base.card.trained_at.isoformat() if base.card.trained_at else None,
                  "val_accuracy": base.card.val.accuracy},
         "data": {
             "corrections": {"source": corrections_uri, "counts": trained.data.counts(),
-                            "groups": len(set(trained.groups)), "skipped": trained.data.skipped},
+                            "groups": len(set(trained.groups)), "skipped": trained.data.skipped,
+                            "left_out_cut_another_way": left_out},
             "heldout": {"counts": heldout.data.counts(), "groups": len(set(heldout.groups)),
                         "rule": "whole groups (recorded group, else the uploaded photo) whose sha256 "
                                 f"falls below {recipe.heldout}; at least one group once there are two"},
@@ -320,6 +264,10 @@ def build_card(*, name: str, base: Classifier, recipe: RetrainRecipe, data_uri: 
         "guardrail": verdict.to_dict(),
         "history": history,
     }, name)
+
+
+def _left_out_text(left_out: dict[str, int]) -> str:
+    return ", ".join(f"{n} with {g}" for g, n in sorted(left_out.items()))
 
 
 def _val_set(data_uri: str) -> Dataset:
@@ -345,10 +293,11 @@ def retrain(settings: Settings, data_uri: str, name: str | None = None, recipe: 
 
     say(0.0, "loading the served model and the corrections")
     base = load_classifier(base_path or served_model_path(settings))
-    every = load_corrections(settings.relabeled_uri)
+    every, left_out = load_corrections(settings.relabeled_uri).cut_for(base.geometry)
     if not len(every):
-        raise DataError(f"No corrections in {settings.relabeled_uri} yet: "
-                        "confirm or correct some answers first.")
+        other = f" ({sum(left_out.values())} cut another way: {_left_out_text(left_out)})" if left_out else ""
+        raise DataError(f"No corrections in {settings.relabeled_uri} yet that {base.version} can learn "
+                        f"from{other}: confirm or correct some answers first.")
     train_idx, held_idx = split_heldout(every.groups, recipe.heldout)
     trained, heldout = every.subset(train_idx), every.subset(held_idx)
     if not len(trained):
@@ -357,7 +306,7 @@ def retrain(settings: Settings, data_uri: str, name: str | None = None, recipe: 
     replay = (replay_sample(data_uri, recipe.replay, recipe.seed) if recipe.replay
               else Dataset.concat([], data_uri))
     val = _val_set(data_uri)
-    photos = _photos(Path(photos_val)) if photos_val else None
+    photos = _photos(Path(photos_val), base.geometry) if photos_val else None
 
     say(0.03, f"scoring {base.version} before: FER2013 val ({len(val)}), "
               f"held-out corrections ({len(heldout)})")
@@ -382,7 +331,7 @@ def retrain(settings: Settings, data_uri: str, name: str | None = None, recipe: 
     wall = time.perf_counter() - started
     card = build_card(
         name=name, base=base, recipe=recipe, data_uri=data_uri, corrections_uri=settings.relabeled_uri,
-        trained=trained, heldout=heldout, replay=replay, photos_val=photos_val,
+        trained=trained, heldout=heldout, left_out=left_out, replay=replay, photos_val=photos_val,
         before=_summary(val_before, held_before, photos_before and photos_before[0]),
         after=_summary(val_after, held_after, photos_after and photos_after[0]),
         comparison=comparison, verdict=verdict, history=history, wall_time_s=wall,
@@ -417,9 +366,9 @@ class _Photos:
         return {**report(self.y_true, predicted), "faces_found": found}, predicted == self.y_true
 
 
-def _photos(root: Path) -> _Photos:
-    _, y_true, crops = labelled_crops(root, "detect")
-    return _Photos(y_true, crops)
+def _photos(root: Path, geometry: CropGeometry) -> _Photos:
+    cut = labelled_crops(root, "detect", geometry)
+    return _Photos(cut.y_true, cut.crops)
 
 
 def before_after_rows(card: dict[str, Any]) -> list[dict[str, Any]]:

@@ -28,6 +28,7 @@ from facexpr.learn.data import Dataset, load_ferplus, load_layout, load_packed
 from facexpr.learn.evaluate import report
 from facexpr.model.classifier import Classifier, ModelCard, Scores, build_network, read_card, save_model
 from facexpr.model.inference import has_native_bf16
+from facexpr.photo.geometry import FER_TEMPLATE
 
 
 @dataclass
@@ -325,6 +326,8 @@ def train(data_uri: str, out: str | os.PathLike, relabeled_uri: str | None = Non
         val=Scores.from_dict({**val_report, "test_time_augmentation": "horizontal flip average"}),
         sections={
             "input": {"size": [CROP_SIZE, CROP_SIZE], "channels": 1, "pixels": "uint8 0..255, gray"},
+            # FER2013's faces sit where the template puts photos' eyes and mouth (facexpr.photo.align)
+            "crop": FER_TEMPLATE.to_dict(),
             **({"init_from": _init_summary(recipe.init_from)} if recipe.init_from else {}),
             "recipe": _jsonable(asdict(recipe)),
             "augmentation": _jsonable(asdict(recipe.augmentation())),

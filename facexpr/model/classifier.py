@@ -19,6 +19,7 @@ import numpy as np
 from facexpr.core.errors import ModelError
 from facexpr.core.labels import CROP_SIZE, EXPRESSIONS, NUM_CLASSES
 from facexpr.core.times import utc
+from facexpr.photo.geometry import CropGeometry
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of CLI output
 
@@ -105,13 +106,13 @@ def _number(value: Any) -> float | None:
 
 
 # What training writes: typed fields, then the sections `evaluate --add-to-card` may not take over.
-RESERVED_CARD_KEYS = frozenset({"name", "trained_at", "classes", "input", "data", "recipe", "augmentation",
-                                "parameters", "seed", "epochs", "wall_time_s", "machine", "val", "history",
-                                "init_from"})
-_TYPED = ("name", "trained_at", "classes", "data", "epochs", "wall_time_s", "val")
+RESERVED_CARD_KEYS = frozenset({"name", "trained_at", "classes", "input", "crop", "data", "recipe",
+                                "augmentation", "parameters", "seed", "epochs", "wall_time_s", "machine",
+                                "val", "history", "init_from"})
+_TYPED = ("name", "trained_at", "classes", "crop", "data", "epochs", "wall_time_s", "val")
 # The order a new card is written in: what it is, what it learnt from, how, how well.
-_CARD_ORDER = ("name", "trained_at", "classes", "input", "data", "init_from", "recipe", "augmentation",
-               "parameters", "seed", "epochs", "wall_time_s", "machine", "val", "history")
+_CARD_ORDER = ("name", "trained_at", "classes", "input", "crop", "data", "init_from", "recipe",
+               "augmentation", "parameters", "seed", "epochs", "wall_time_s", "machine", "val", "history")
 
 
 @dataclass
@@ -123,6 +124,9 @@ class ModelCard:
     name: str = ""
     trained_at: datetime | None = None
     classes: tuple[str, ...] = EXPRESSIONS
+    # How photos' faces are cut for this model (facexpr.photo.geometry); a card without one
+    # predates alignment and keeps the Haar box it was served with.
+    crop: CropGeometry | None = None
     data: dict[str, Any] = field(default_factory=dict)  # train / val / relabeled (/ ferplus): source, counts
     epochs: int | None = None
     wall_time_s: float | None = None
@@ -152,15 +156,20 @@ class ModelCard:
         data = raw.get("data") or {}
         if not isinstance(data, dict):
             raise ModelError(f"{where} has a data section that is not a JSON object.")
+        try:
+            crop = CropGeometry.from_dict(raw["crop"]) if raw.get("crop") else None
+        except ValueError as exc:
+            raise ModelError(f"{where} has a crop section facexpr does not know: {exc}") from exc
         return cls(name=str(raw.get("name") or default_name), trained_at=trained_at, classes=classes,
-                   data=data, epochs=epochs, wall_time_s=wall,
+                   crop=crop, data=data, epochs=epochs, wall_time_s=wall,
                    val=Scores.from_dict(raw.get("val") or {}, where),
                    sections={k: v for k, v in raw.items() if k not in _TYPED}, _order=tuple(raw))
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON object: keys in the order they were read (new ones after), absent ones left out."""
         typed = {"name": self.name, "trained_at": self.trained_at.isoformat() if self.trained_at else None,
-                 "classes": list(self.classes), "data": self.data, "epochs": self.epochs,
+                 "classes": list(self.classes), "crop": self.crop.to_dict() if self.crop else None,
+                 "data": self.data, "epochs": self.epochs,
                  "wall_time_s": self.wall_time_s, "val": self.val.to_dict()}
         if "classes" not in self._order:  # read from a card that left them implicit: keep it so
             del typed["classes"]
@@ -294,6 +303,11 @@ class Classifier:
     @property
     def version(self) -> str:
         return self.card.name or (self.path.stem if self.path else "unsaved")
+
+    @property
+    def geometry(self) -> CropGeometry:
+        """How a photo's faces are cut for this model: its card's, else the legacy Haar box."""
+        return self.card.crop or CropGeometry.from_dict(None)
 
     def predict(self, crops: np.ndarray, batch_size: int = BATCH_SIZE) -> np.ndarray:
         """crops: (N, 48, 48) uint8 → (N, 7) float probabilities summing to 1."""

@@ -7,40 +7,16 @@ import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 
 from facexpr.core.errors import FacexprError
 from facexpr.core.labels import EXPRESSIONS
-from facexpr.core.types import Box, FaceResult, Prediction
+from facexpr.core.types import IMAGE_CROP, Box, FaceResult, Prediction
 from facexpr.model.classifier import Classifier
-from facexpr.photo.faces import crop_face, detect_faces, is_ready_crop, resize_crop, whole_image_crop
+from facexpr.photo.faces import find_crops
+from facexpr.photo.geometry import CropGeometry
 from facexpr.photo.imaging import ImageInput, decode_gray, load_gray, read_image_file
-
-FacesMode = Literal["auto", "detect", "crop", "whole"]
-FACES_MODES: tuple[str, ...] = ("auto", "detect", "crop", "whole")
-
-
-def find_crops(gray: np.ndarray, mode: str = "auto") -> tuple[str, list[Box], list[np.ndarray]]:
-    """Where the faces are and their 48×48 crops, by MODE:
-
-    auto   — ready crop if ≤ 64 px on both sides, else detect;
-    detect — detect faces (none → empty lists);
-    crop   — the whole image is one face crop;
-    whole  — the centred square of the image (the "classify anyway" choice when no face is found).
-    """
-    if mode not in FACES_MODES:
-        raise ValueError(f"faces mode must be one of {FACES_MODES}, not {mode!r}")
-    if mode == "auto":
-        mode = "crop" if is_ready_crop(gray) else "detect"
-    if mode == "crop":
-        return mode, [Box(0, 0, gray.shape[1], gray.shape[0])], [resize_crop(gray)]
-    if mode == "whole":
-        box, crop = whole_image_crop(gray)
-        return mode, [box], [crop]
-    boxes = detect_faces(gray)
-    return mode, boxes, [crop_face(gray, b) for b in boxes]
 
 
 def _ms(a: float, b: float) -> float:
@@ -60,26 +36,21 @@ class _Located:
     detect_ms: float
 
 
-def left_to_right(boxes: list[Box], crops: list[np.ndarray]) -> tuple[list[Box], list[np.ndarray]]:
-    """Faces in reading order, so "face 1" is the left-hand one on the page and in the table."""
-    order = sorted(range(len(boxes)), key=lambda i: (boxes[i].x, boxes[i].y))
-    return [boxes[i] for i in order], [crops[i] for i in order]
-
-
-def _locate(gray: np.ndarray, sha256: str, mode: str, started: float, decoded: float) -> _Located:
-    used_mode, boxes, crops = find_crops(gray, mode)
-    boxes, crops = left_to_right(boxes, crops)
+def _locate(gray: np.ndarray, sha256: str, mode: str, geometry: CropGeometry, started: float, decoded: float
+            ) -> _Located:
+    used_mode, boxes, crops = find_crops(gray, mode, geometry)
     return _Located(sha256, gray, used_mode, boxes, crops, _ms(started, decoded),
                     _ms(decoded, time.perf_counter()))
 
 
-def _finish(found: _Located, probs: np.ndarray, classify_ms: float, version: str) -> Prediction:
+def _finish(found: _Located, probs: np.ndarray, classify_ms: float, classifier: Classifier) -> Prediction:
     return Prediction(
         image_sha256=found.sha256, gray=found.gray,
         faces=[FaceResult(b, c, p) for b, c, p in zip(found.boxes, found.crops, probs, strict=True)],
-        mode=found.mode, model_version=version,
+        mode=found.mode, model_version=classifier.version,
         latency_ms={"decode": found.decode_ms, "detect": found.detect_ms, "classify": classify_ms,
-                    "total": round(found.decode_ms + found.detect_ms + classify_ms, 3)})
+                    "total": round(found.decode_ms + found.detect_ms + classify_ms, 3)},
+        crop=classifier.geometry.name if found.mode == "detect" else IMAGE_CROP)
 
 
 def predict_image(data: bytes | str | os.PathLike, classifier: Classifier, mode: str = "auto",
@@ -99,10 +70,11 @@ def predict_image(data: bytes | str | os.PathLike, classifier: Classifier, mode:
     started = time.perf_counter()
     gray = decode_gray(data)
     decoded = time.perf_counter()
-    found = _locate(gray, image_sha256 or hashlib.sha256(data).hexdigest(), mode, started, decoded)
+    found = _locate(gray, image_sha256 or hashlib.sha256(data).hexdigest(), mode, classifier.geometry,
+                    started, decoded)
     begun = time.perf_counter()
     probs = classifier.predict(np.stack(found.crops)) if found.crops else np.zeros((0, len(EXPRESSIONS)))
-    return _finish(found, probs, _ms(begun, time.perf_counter()), classifier.version)
+    return _finish(found, probs, _ms(begun, time.perf_counter()), classifier)
 
 
 def predict_many(images: Iterable[ImageInput], classifier: Classifier, mode: str = "auto",
@@ -119,7 +91,7 @@ def predict_many(images: Iterable[ImageInput], classifier: Classifier, mode: str
         started = time.perf_counter()
         try:
             gray, sha256, _ = load_gray(image)
-            located.append(_locate(gray, sha256, mode, started, time.perf_counter()))
+            located.append(_locate(gray, sha256, mode, classifier.geometry, started, time.perf_counter()))
         except FacexprError as exc:
             located.append(exc)
         if on_progress:
@@ -136,6 +108,6 @@ def predict_many(images: Iterable[ImageInput], classifier: Classifier, mode: str
             out.append(item)
             continue
         n = len(item.crops)
-        out.append(_finish(item, probs[offset:offset + n], round(per_face_ms * n, 3), classifier.version))
+        out.append(_finish(item, probs[offset:offset + n], round(per_face_ms * n, 3), classifier))
         offset += n
     return out

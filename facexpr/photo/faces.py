@@ -1,143 +1,48 @@
-"""Face detection and the 48×48 crop the model expects (framed like a FER2013 face).
+"""The photo path: a gray photo → where each face is and the 48×48 crop the model reads.
 
-Detection uses OpenCV's frontal-face Haar cascade, whose weights ship inside the
-opencv-python-headless wheel (nothing is downloaded). It runs on a downscaled copy of the
-photo and the boxes are mapped back, which is several times cheaper on large photos.
+A detector (facexpr.photo.detectors) finds each face, and the face is cut the way the served
+model's card says (`CropGeometry`, facexpr.photo.geometry; the card's `crop`):
 
-The cascade's cost is set by how small a face it looks for: most of it goes into the smallest
-sizes. A headshot's face is large, so cheap passes on small copies look for large faces first
-(at least about a third, then a fifth of the shorter side), and only when they find nothing does
-the full pass look for faces down to about a tenth (group photos, a face far from the camera).
-So when a photo holds a large face, much smaller faces beside it are not searched for.
+- "fer-template" (every model trained on FER2013): BlazeFace finds the face, the face mesh its
+  eye centres and mouth, and those are mapped onto where FER2013's own faces have them
+  (facexpr.photo.align). A face that fills the image is found too (the detector tries again
+  inside a grey border), so an avatar or an ID photo is read like any other.
+- "haar-box": OpenCV's Haar box, a square of CROP_SCALE × its side (the framing chosen in
+  benchmarks/SELECTION.md, rule 1): how photos were cut before alignment, kept for the models
+  fine-tuned on corrections cut that way (a rollback to one gets its own crop).
+
+FER2013's own 48×48 crops (both sides ≤ READY_CROP_MAX_SIDE) go to the model as they are, so
+FER2013 scores mean what they always meant. Faces come in reading order: face 1 is the left one.
 """
 
 from __future__ import annotations
 
-import queue
-from collections.abc import Iterator
-from contextlib import contextmanager
+from typing import Literal
 
 import cv2
 import numpy as np
 
-from facexpr.core.errors import ModelError
 from facexpr.core.labels import CROP_SIZE
 from facexpr.core.types import Box
+from facexpr.photo.align import align_face
+from facexpr.photo.detectors import FoundFace, get_detector
+from facexpr.photo.geometry import FER_TEMPLATE, CropGeometry
 
 READY_CROP_MAX_SIDE = 64  # images this small (both sides) are taken as ready face crops
-DETECT_MAX_SIDE = 320  # the full pass runs on a copy no larger than this
-DETECT_SCALE_STEP = 1.1  # the full pass's step between window sizes
-# Cheaper passes first, (copy's longer side, scale step): the cascade's smallest window is 24 px,
-# i.e. ~34 % and ~20 % of a portrait's shorter side. A coarser step suffices for faces this large
-# and halves the cost; together they find all 70 development photos' faces (benchmarks/).
-COARSE_PASSES: tuple[tuple[int, float], ...] = ((96, 1.2), (160, 1.2))
-# The crop: a square of CROP_SCALE × the Haar box side, its centre CROP_OFFSET × the side above
-# the box's centre (a negative offset moves it up). Chosen by person-wise cross-validation over
-# the 140 development photos (benchmarks/photo_framing.py, rule in benchmarks/SELECTION.md):
-# 0.843 against 0.743 for the box as is.
+# The "haar-box" crop: a square of CROP_SCALE × the Haar box side, its centre CROP_OFFSET × the side
+# above the box's centre. Chosen by person-wise cross-validation over the 140 studio photos
+# (benchmarks/photo_framing.py, rule 1 in benchmarks/SELECTION.md).
 CROP_SCALE = 0.80
 CROP_OFFSET = -0.05
-WIDE_ASPECT = 1.5  # width ≥ 1.5 × height: a photo that may hold several people side by side
-MIN_FACE_FRACTION = 0.08  # ignore "faces" smaller than this share of the shorter side
+
+FacesMode = Literal["auto", "detect", "crop", "whole"]
+FACES_MODES: tuple[str, ...] = ("auto", "detect", "crop", "whole")
 
 cv2.setNumThreads(1)  # requests run in parallel threads; one OpenCV thread each is fastest
 
 
-def _load_cascade() -> cv2.CascadeClassifier:
-    path = cv2.data.haarcascades + "haarcascade_frontalface_default.xml"
-    cascade = cv2.CascadeClassifier(path)
-    if cascade.empty():
-        raise ModelError(f"OpenCV's face detector file is missing or unreadable at {path}: reinstall "
-                         "opencv-python-headless (requirements.txt).")
-    return cascade
-
-
-_IDLE_CASCADES: queue.SimpleQueue[cv2.CascadeClassifier] = queue.SimpleQueue()
-
-
-@contextmanager
-def _cascade() -> Iterator[cv2.CascadeClassifier]:
-    """A cascade no other thread is using: one shared by concurrent sessions returns wrong boxes
-    (tests/test_concurrency.py). Idle ones are reused: only as many load as ever ran at once."""
-    try:
-        cascade = _IDLE_CASCADES.get_nowait()
-    except queue.Empty:
-        cascade = _load_cascade()
-    try:
-        yield cascade
-    finally:
-        _IDLE_CASCADES.put(cascade)
-
-
 def is_ready_crop(gray: np.ndarray) -> bool:
     return gray.shape[0] <= READY_CROP_MAX_SIDE and gray.shape[1] <= READY_CROP_MAX_SIDE
-
-
-def _overlap(a: Box, b: Box) -> float:
-    """Intersection over the smaller box's area."""
-    ix = max(0, min(a.x + a.w, b.x + b.w) - max(a.x, b.x))
-    iy = max(0, min(a.y + a.h, b.y + b.h) - max(a.y, b.y))
-    return ix * iy / max(1, min(a.w * a.h, b.w * b.h))
-
-
-def _shrink(gray: np.ndarray, max_side: int) -> tuple[np.ndarray, float, float]:
-    """An area-averaged copy no larger than MAX_SIDE, and its x and y scale against GRAY.
-
-    OpenCV's area resize is several times faster by a whole-number factor, so most of the
-    reduction is done that way (dropping at most k-1 edge pixels) and the rest on the small copy.
-    """
-    height, width = gray.shape
-    scale = min(1.0, max_side / max(height, width))
-    if scale == 1.0:
-        return gray, 1.0, 1.0
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    k = min(width // size[0], height // size[1])
-    if k >= 2:
-        height, width = height - height % k, width - width % k
-        gray = cv2.resize(gray[:height, :width], (width // k, height // k), interpolation=cv2.INTER_AREA)
-    return cv2.resize(gray, size, interpolation=cv2.INTER_AREA), size[0] / width, size[1] / height
-
-
-def _detect(gray: np.ndarray, max_side: int, step: float = DETECT_SCALE_STEP) -> list[Box]:
-    """The cascade's boxes on a copy no larger than MAX_SIDE, in GRAY's coordinates."""
-    small, sx, sy = _shrink(gray, max_side)
-    min_side = max(20, int(min(small.shape) * MIN_FACE_FRACTION))
-    with _cascade() as cascade:
-        found = cascade.detectMultiScale(cv2.equalizeHist(small), scaleFactor=step, minNeighbors=5,
-                                         minSize=(min_side, min_side))
-    return [Box(round(x / sx), round(y / sy), round(w / sx), round(h / sy))
-            for x, y, w, h in (found if len(found) else [])]
-
-
-def detect_faces(gray: np.ndarray, max_side: int = DETECT_MAX_SIDE) -> list[Box]:
-    """Boxes (x, y, w, h) in GRAY's pixel coordinates, largest first.
-
-    Large faces first, on the COARSE_PASSES' small copies; the MAX_SIDE pass for smaller faces
-    only when those find none (module docstring).
-    """
-    longer = max(gray.shape)
-    passes = [(side, step) for side, step in COARSE_PASSES if side < min(max_side, longer)]
-    # A landscape photo has room for people side by side, each filling its height: on the 96-px
-    # copy of a 512×256 pair they are ~30 px, where the cascade may see only one. There both coarse
-    # passes run and the one that finds more faces counts (portrait headshots stop at the first).
-    wide = gray.shape[1] >= WIDE_ASPECT * gray.shape[0]
-    best: list[Box] = []
-    for side, step in passes:
-        boxes = _distinct(_detect(gray, side, step))
-        if len(boxes) > len(best):
-            best = boxes
-        if best and not wide:
-            break
-    return best or _distinct(_detect(gray, max_side, DETECT_SCALE_STEP))
-
-
-def _distinct(boxes: list[Box]) -> list[Box]:
-    """Largest first; a face inside a bigger face is the cascade firing twice on one person."""
-    kept: list[Box] = []
-    for box in sorted(boxes, key=lambda b: b.w * b.h, reverse=True):
-        if all(_overlap(box, k) < 0.5 for k in kept):
-            kept.append(box)
-    return kept
 
 
 def crop_face(gray: np.ndarray, box: Box, scale: float = CROP_SCALE, offset: float = CROP_OFFSET
@@ -170,3 +75,43 @@ def whole_image_crop(gray: np.ndarray) -> tuple[Box, np.ndarray]:
     side = min(h, w)
     box = Box((w - side) // 2, (h - side) // 2, side, side)
     return box, resize_crop(gray[box.y:box.y + side, box.x:box.x + side])
+
+
+def cut(gray: np.ndarray, face: FoundFace, geometry: CropGeometry = FER_TEMPLATE) -> np.ndarray:
+    """FACE's 48×48 crop by GEOMETRY (a face without landmarks gets the box framing)."""
+    if geometry.name == "fer-template" and face.landmarks is not None:
+        return align_face(gray, face.landmarks, geometry.template_scale)
+    return crop_face(gray, face.box)
+
+
+def find_faces(gray: np.ndarray, geometry: CropGeometry = FER_TEMPLATE) -> list[FoundFace]:
+    """Every face GEOMETRY's detector finds, in reading order (left to right, then top down)."""
+    faces = get_detector(geometry.detector).find(gray)
+    return sorted(faces, key=lambda f: (f.box.x, f.box.y))
+
+
+def detect_faces(gray: np.ndarray, geometry: CropGeometry = FER_TEMPLATE) -> list[Box]:
+    """Where the faces are, in reading order."""
+    return [f.box for f in find_faces(gray, geometry)]
+
+
+def find_crops(gray: np.ndarray, mode: str = "auto", geometry: CropGeometry = FER_TEMPLATE
+               ) -> tuple[str, list[Box], list[np.ndarray]]:
+    """Where the faces are and their 48×48 crops, in reading order, by MODE:
+
+    auto   — ready crop if ≤ 64 px on both sides, else detect;
+    detect — find faces (none → empty lists);
+    crop   — the whole image is one face crop;
+    whole  — the centred square of the image (the "classify anyway" choice when no face is found).
+    """
+    if mode not in FACES_MODES:
+        raise ValueError(f"faces mode must be one of {FACES_MODES}, not {mode!r}")
+    if mode == "auto":
+        mode = "crop" if is_ready_crop(gray) else "detect"
+    if mode == "crop":
+        return mode, [Box(0, 0, gray.shape[1], gray.shape[0])], [resize_crop(gray)]
+    if mode == "whole":
+        box, crop = whole_image_crop(gray)
+        return mode, [box], [crop]
+    faces = find_faces(gray, geometry)
+    return mode, [f.box for f in faces], [cut(gray, f, geometry) for f in faces]

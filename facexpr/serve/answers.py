@@ -34,6 +34,7 @@ from PIL import Image
 from facexpr.core.config import Settings
 from facexpr.core.errors import FacexprError, HistoryBuffered, StoreError
 from facexpr.core.types import Box, FaceResult, Prediction
+from facexpr.photo.geometry import LEGACY
 from facexpr.photo.imaging import decode_gray, encode_png, image_extension
 from facexpr.storage.history import History
 from facexpr.storage.relabel import SaveResult, save_relabel
@@ -89,6 +90,7 @@ def _document(kept: Kept) -> dict:
     p = kept.prediction
     return {"id": kept.id, "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "model_version": p.model_version, "image_sha256": p.image_sha256, "mode": p.mode,
+            "crop": p.crop,
             "record_ids": kept.record_ids, "latency_ms": p.latency_ms,
             "original": f"original.{image_extension(kept.original)}" if kept.original else None,
             "faces": [{"box": f.box.as_list(), "probabilities": [float(v) for v in f.probabilities],
@@ -147,8 +149,9 @@ class AnswerBook:
         faces = [FaceResult(Box(*f["box"]), _crop(f["crop_png"]), np.asarray(f["probabilities"], np.float32))
                  for f in doc["faces"]]
         gray = decode_gray(original) if original else np.zeros((0, 0), np.uint8)
+        # kept before crops were aligned: those faces were cut by the Haar box
         prediction = Prediction(doc["image_sha256"], gray, faces, doc["mode"], doc["model_version"],
-                                dict(doc.get("latency_ms") or {}))
+                                dict(doc.get("latency_ms") or {}), crop=doc.get("crop", LEGACY))
         kept = Kept(prediction_id, prediction, original, list(doc.get("record_ids") or []))
         self._remember(kept)
         return kept

@@ -4,7 +4,7 @@
 >>> recognizer = facexpr.Recognizer()          # loads the shipped model once (FACEXPR_MODEL wins)
 >>> faces = recognizer.classify("tests/fixtures/astronaut.jpg")
 >>> [(face.expression, face.box) for face in faces]
-[('happy', (174, 66, 98, 98))]
+[('happy', (176, 75, 98, 98))]
 >>> round(sum(faces[0].probabilities.values()), 3)
 1.0
 
@@ -25,7 +25,8 @@ import numpy as np
 from facexpr.core.errors import FacexprError
 from facexpr.core.labels import EXPRESSIONS
 from facexpr.core.types import Prediction
-from facexpr.model.predict import FACES_MODES, predict_many
+from facexpr.model.predict import predict_many
+from facexpr.photo.faces import FACES_MODES
 from facexpr.photo.imaging import ImageInput
 
 
@@ -83,7 +84,7 @@ class Recognizer:
         return answer
 
     def classify(self, image: ImageInput) -> list[Face]:
-        """The faces in IMAGE, largest first ([] when there is none)."""
+        """The faces in IMAGE, left to right ([] when there is none)."""
         return faces_of(self.predict(image))
 
     def classify_many(self, images: Iterable[ImageInput]) -> list[list[Face]]:

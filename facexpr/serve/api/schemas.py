@@ -24,7 +24,7 @@ class ErrorResponse(BaseModel):
 
 
 class FaceOut(BaseModel):
-    face_index: int = Field(description="the face's number in this image, largest first, from 0")
+    face_index: int = Field(description="the face's number in this image, left to right, from 0")
     box: list[int] = Field(description="[x, y, width, height] in the image's pixels",
                            min_length=4, max_length=4)
     expression: str = Field(description="one of the seven: " + ", ".join(EXPRESSIONS))

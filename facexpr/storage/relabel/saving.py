@@ -89,9 +89,11 @@ def check_crop(crop: np.ndarray) -> np.ndarray:
 def save_crop(settings: Settings, crop: np.ndarray, label: str, *, predicted: str, confidence: float,
               model_version: str, original: bytes | None = None, image_sha256: str | None = None,
               face_index: int = 0, replaces: SaveResult | None = None, now: datetime | None = None,
-              group: str | None = None) -> SaveResult:
+              group: str | None = None, crop_geometry: str | None = None) -> SaveResult:
     """Store CROP under LABEL (and ORIGINAL once). Raises LabelError/ImageError for bad input and
-    StoreError only when even the outbox cannot keep the item; every store failure is queued."""
+    StoreError only when even the outbox cannot keep the item; every store failure is queued.
+    CROP_GEOMETRY says how the crop was cut (Prediction.crop), so a retrain never mixes crops cut
+    two ways without saying so."""
     label = parse_label(label)
     predicted = parse_label(predicted)
     png = encode_png(check_crop(crop))
@@ -105,6 +107,8 @@ def save_crop(settings: Settings, crop: np.ndarray, label: str, *, predicted: st
         metadata["image-sha256"] = image_sha256
     if group:
         metadata["group"] = group
+    if crop_geometry:
+        metadata["crop-geometry"] = crop_geometry
 
     ops: list[tuple[str, str, str, bytes | None, dict[str, str]]] = [(RELABELED, "put", key, png, metadata)]
     kept_as = None  # the original's key
@@ -167,5 +171,5 @@ def save_relabel(settings: Settings, prediction: Prediction, face_index: int, la
     return save_crop(settings, face.crop, label, predicted=face.expression, confidence=face.confidence,
                      model_version=prediction.model_version, original=original,
                      image_sha256=prediction.image_sha256, face_index=face_index, replaces=replaces, now=now,
-                     group=group)
+                     group=group, crop_geometry=prediction.crop or None)
 
