@@ -16,7 +16,7 @@ faces are found, much smaller ones beside them are not searched for.
 
 from __future__ import annotations
 
-import threading
+import queue
 from dataclasses import dataclass
 
 import cv2
@@ -65,23 +65,31 @@ def _anchors(net: _Net) -> np.ndarray:
 
 
 class _Runner:
-    """One LiteRT interpreter per thread: an interpreter must not be invoked from two at once."""
+    """A LiteRT interpreter must not be invoked from two threads at once: each call takes an idle
+    one, so only as many load as ever ran at once (as the Haar cascades do)."""
 
     def __init__(self, file: str) -> None:
         self.path = weights_path(file)
-        self._local = threading.local()
+        self._idle: queue.SimpleQueue = queue.SimpleQueue()
+
+    def _new(self):
+        from ai_edge_litert.interpreter import Interpreter
+
+        interpreter = Interpreter(model_path=str(self.path), num_threads=1)
+        interpreter.allocate_tensors()
+        return interpreter
 
     def __call__(self, tensor: np.ndarray) -> list[np.ndarray]:
-        interpreter = getattr(self._local, "interpreter", None)
-        if interpreter is None:
-            from ai_edge_litert.interpreter import Interpreter
-
-            interpreter = Interpreter(model_path=str(self.path), num_threads=1)
-            interpreter.allocate_tensors()
-            self._local.interpreter = interpreter
-        interpreter.set_tensor(interpreter.get_input_details()[0]["index"], tensor[np.newaxis])
-        interpreter.invoke()
-        return [interpreter.get_tensor(d["index"])[0] for d in interpreter.get_output_details()]
+        try:
+            interpreter = self._idle.get_nowait()
+        except queue.Empty:
+            interpreter = self._new()
+        try:
+            interpreter.set_tensor(interpreter.get_input_details()[0]["index"], tensor[np.newaxis])
+            interpreter.invoke()
+            return [interpreter.get_tensor(d["index"])[0] for d in interpreter.get_output_details()]
+        finally:
+            self._idle.put(interpreter)
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
