@@ -84,7 +84,8 @@ with answer_col:
             head.write(f"confidence **{face.confidence:.0%}**")
             crop.image(face.crop, caption="48×48 crop", width=72)
             st.altair_chart(probability_chart(face.probabilities), width="stretch")
-            if st.toggle("Show what drove this answer", key=f"explain{suffix}"):
+            # keyed by the answer: a switch left on for the last photo must not show this one's heatmap
+            if st.toggle("Show what drove this answer", key=answer_key("explain", prediction, face_index)):
                 heat = grad_cam(served_classifier(), face.crop)  # only when asked: a backward pass
                 st.image(overlay(face.crop, heat), width=192,
                          caption=f"Regions that raised “{face.expression}” (Grad-CAM): hotter is stronger")

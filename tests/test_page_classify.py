@@ -1,9 +1,13 @@
 """The classify page driven by its widget keys (Streamlit AppTest, no browser)."""
 
+import io
+
+import numpy as np
 import pytest
+from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, image_bytes
 
 PAGE = str(ROOT / "pages" / "classify.py")
 
@@ -77,11 +81,27 @@ def test_camera_photo_is_answered_and_recorded_as_camera(page, astronaut_bytes):
 
 
 def test_heatmap_appears_only_when_asked(page, astronaut_bytes):
+    from facexpr.app.ui import widget_named
+
     upload(page, "astronaut.jpg", astronaut_bytes)
     assert len(page.get("image")) == 2
-    page.toggle(key="explain").set_value(True).run()
+    widget_named(page.toggle, "explain").set_value(True).run()
     assert not page.exception
     assert len(page.get("image")) == 3 and "Grad-CAM" in page.get("image")[2].proto.imgs[0].caption
+
+
+def test_the_heatmap_switch_belongs_to_one_answer(page, astronaut_bytes):
+    """Switched on for one photo, it is off for the next: the next photo shows no heatmap until asked."""
+    from facexpr.app.ui import widget_named
+
+    upload(page, "astronaut.jpg", astronaut_bytes)
+    widget_named(page.toggle, "explain").set_value(True).run()
+    assert len(page.get("image")) == 3
+    mirrored = np.asarray(Image.open(io.BytesIO(astronaut_bytes)).convert("L"))[:, ::-1]
+    upload(page, "mirrored.png", image_bytes(mirrored), "image/png")
+    assert not page.exception
+    assert widget_named(page.toggle, "explain").value is False
+    assert len(page.get("image")) == 2  # the marked photo and its crop, no heatmap
 
 
 def test_reruns_record_once_and_an_answer_attaches_to_that_record(page, astronaut_bytes):
@@ -90,7 +110,7 @@ def test_reruns_record_once_and_an_answer_attaches_to_that_record(page, astronau
     from facexpr.storage.history import open_history
 
     upload(page, "astronaut.jpg", astronaut_bytes)
-    page.toggle(key="explain").set_value(True).run()  # widget reruns of the same answer
+    widget_named(page.toggle, "explain").set_value(True).run()  # widget reruns of the same answer
     widget_named(page.button, "relabel_save").click().run()
     assert not page.exception
     history = open_history(load_settings())
