@@ -438,7 +438,9 @@ def section_devsets(model: str) -> dict[str, Any]:
         out = Path(tmp) / "sets.json"
         with contextlib.redirect_stdout(sys.stderr):
             photo_sets.main(["--model", model, "--candidates", "T,served", "--json", str(out)])
-        return json.loads(out.read_text())
+        found = json.loads(out.read_text())
+    found.pop("rule")  # the selection rules' verdicts live in benchmarks/SELECTION.md, not here
+    return found
 
 
 SECTIONS = {"batch": section_batch, "single": section_single, "train": section_train,

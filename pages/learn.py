@@ -62,14 +62,28 @@ def job_panel(polling: bool) -> None:
         for rule in verdict["rules"]:
             st.caption(f"{'✅' if rule['passed'] else '❌'} {rule['rule']}: {rule['why']}")
         promote, discard = st.columns(2)
-        if promote.button("Promote", key="retrain_promote", disabled=not verdict["passed"], type="primary"):
-            ModelRegistry(settings).promote(status.name)
+        registry = ModelRegistry(settings)
+        where = jobs.candidate_place(registry.state(), status.name)
+        if where:  # promoted from the CLI or another replica since the retrain ended
+            st.info(f"{status.name} {where}.")
+        if promote.button("Promote", key="retrain_promote", disabled=not verdict["passed"] or bool(where),
+                          type="primary"):
+            registry.promote(status.name)
             jobs.clear(settings)
             st.rerun(scope="app")
-        if discard.button("Discard", key="retrain_discard"):
-            ModelRegistry(settings).discard(status.name)
-            jobs.clear(settings)
-            st.rerun(scope="app")
+        if not verdict["passed"] and not where:
+            promote.caption("Off: it failed the guardrail. `python -m facexpr promote "
+                            f"{status.name} --force` serves it anyway (logged).")
+        if discard.button("Discard", key="retrain_discard", disabled=bool(where)):
+            try:
+                registry.discard(status.name)
+            except FacexprError as exc:
+                st.error(f"Not discarded: {exc}")
+            else:
+                jobs.clear(settings)
+                st.rerun(scope="app")
+        if where:
+            discard.caption("Off: a version that is served or may be rolled back to is kept.")
         return
     if not settings.train_data:
         st.info("Set FACEXPR_TRAIN_DATA to the training data (a folder or s3:// URI with train/ and val/) "
@@ -98,8 +112,9 @@ except FacexprError as exc:
 if settings.model:
     st.info(f"FACEXPR_MODEL={settings.model} overrides the registry in this deployment.")
 if versions:
-    st.dataframe(pd.DataFrame([{"name": v.name, "base": v.base, "created": v.created, "val": v.val_accuracy,
-                                "held-out": v.heldout_accuracy,
+    st.dataframe(pd.DataFrame([{"name": v.name, "base": v.base, "created": v.created,
+                                "val": "—" if v.val_accuracy is None else v.val_accuracy,
+                                "held-out": "—" if v.heldout_accuracy is None else v.heldout_accuracy,
                                 "guardrail": {True: "passed", False: "failed", None: "—"}[v.guardrail],
                                 "served": "yes" if v.served else ""} for v in versions]),
                  hide_index=True, key="versions_table")

@@ -84,10 +84,50 @@ def test_learn_page_retrains_in_the_background_then_promotes(tmp_path, tiny_mode
     table = at.dataframe[1].value
     assert table["test set"].tolist() == ["FER2013 val", "held-out corrections"]
     held = table.set_index("test set").loc["held-out corrections"]
-    assert held["before"] == 0.0 and held["after"] >= 0.8
+    assert float(held["before"]) == 0.0 and float(held["after"]) >= 0.8
     assert status.card["base"]["name"] == "tiny-served"
     assert status.card["guardrail"]["passed"], status.card["guardrail"]
     at.button(key="retrain_promote").click().run()
     assert not at.exception and ModelRegistry(settings).served() == status.name
     assert jobs.status(settings).state == "idle"
-    assert np.isfinite(held["p (gain by chance)"])
+    assert np.isfinite(float(held["p (gain by chance)"]))
+
+
+def finished_retrain(settings, tiny_model_path, name: str, passed: bool, heldout_n: int = 0) -> None:
+    """A retrain that ended with NAME in the model store and its card in the job's status."""
+    registered(settings, tiny_model_path, name, passed=passed)
+    figures = {"n": heldout_n, "before": 0.5 if heldout_n else None, "after": 0.6 if heldout_n else None,
+               "gained": 1 if heldout_n else 0, "lost": 0, "p_value": 0.5 if heldout_n else 1.0}
+    card = {**ModelRegistry(settings).card(name), "wall_time_s": 3.0,
+            "data": {"corrections": {"counts": {"happy": 12}}},
+            "comparison": {"heldout": figures, "val": {**figures, "n": 4, "before": 0.5, "after": 0.5,
+                                                       "gained": 0, "p_value": 1.0}}}
+    jobs.write_status(settings, jobs.JobStatus(state="done", name=name, card=card))
+
+
+def test_a_candidate_promoted_from_the_cli_is_not_offered_for_discard(tiny_model_path):
+    """`promote --force` from the CLI while the page is open: a click on Discard then discards
+    nothing and crashes nothing, and the page says the version is served and offers neither button."""
+    settings = load_settings()
+    finished_retrain(settings, tiny_model_path, "forced", passed=False)
+    at = AppTest.from_file(LEARN, default_timeout=60).run()
+    assert not at.button(key="retrain_discard").disabled
+    ModelRegistry(settings).promote("forced", force=True)  # meanwhile, from the CLI
+    at.button(key="retrain_discard").click().run()
+    assert not at.exception and ModelRegistry(settings).served() == "forced"
+    assert "forced" in ModelRegistry(settings).names()
+    assert any("forced is served now" in i.value for i in at.info)
+    assert at.button(key="retrain_promote").disabled and at.button(key="retrain_discard").disabled
+
+
+def test_a_test_set_without_faces_shows_a_dash_and_a_failed_one_says_why_promote_is_off(tiny_model_path):
+    settings = load_settings()
+    finished_retrain(settings, tiny_model_path, "no-heldout", passed=False, heldout_n=0)
+    at = AppTest.from_file(LEARN, default_timeout=60).run()
+    assert not at.exception
+    held = at.dataframe[1].value.set_index("test set").loc["held-out corrections"]
+    assert held["faces"] == 0 and {held["before"], held["after"], held["p (gain by chance)"]} == {"—"}
+    assert at.button(key="retrain_promote").disabled and not at.button(key="retrain_discard").disabled
+    assert any("failed the guardrail" in c.value and "--force" in c.value for c in at.caption)
+    at.button(key="retrain_discard").click().run()
+    assert not at.exception and "no-heldout" not in ModelRegistry(settings).names()

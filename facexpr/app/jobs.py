@@ -53,6 +53,14 @@ class JobStatus:
         return self.state == "running"
 
 
+def candidate_place(state: Any, name: str | None) -> str | None:
+    """Where a finished retrain's version stands in the registry, when it is no longer a candidate:
+    served (promoted since, e.g. from the CLI) or on the rollback stack; None while it is one."""
+    if name is None or name not in state.stack:
+        return None
+    return "is served now" if state.served == name else "was served and may be rolled back to"
+
+
 def _dir(settings: Settings) -> Path:
     return Path(settings.data_dir) / JOBS
 

@@ -17,7 +17,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     if not versions:
         print(f"The model store {registry.uri} is empty: the shipped model in models/ is served.")
         return 0
-    fmt = lambda v: f"{v:.4f}" if isinstance(v, float) else "-"  # noqa: E731
+    fmt = lambda v: f"{v:.4f}" if isinstance(v, float) else "—"  # noqa: E731
     print(f"{'name':32s} {'base':20s} {'created':26s} {'val':>7s} {'held-out':>8s} guardrail served")
     for v in versions:
         verdict = {True: "passed", False: "failed", None: "-"}[v.guardrail]

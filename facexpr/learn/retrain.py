@@ -345,7 +345,8 @@ def retrain(settings: Settings, data_uri: str, name: str | None = None, recipe: 
 def _summary(val: dict[str, Any], heldout: dict[str, Any], photos: dict[str, Any] | None) -> dict[str, Any]:
     out = {"val": {"accuracy": val["accuracy"], "macro_f1": val["macro_f1"], "n": val["n"],
                    "recall": {k: v["recall"] for k, v in val["per_class"].items()}},
-           "heldout": {"accuracy": heldout["accuracy"], "n": heldout["n"]}}
+           # no held-out faces: no accuracy (None), not 0.0
+           "heldout": {"accuracy": heldout["accuracy"] if heldout["n"] else None, "n": heldout["n"]}}
     if photos is not None:
         out["photos"] = {"accuracy": photos["accuracy"], "n": photos["n"],
                          "faces_found": photos["faces_found"],
@@ -372,14 +373,18 @@ def _photos(root: Path, geometry: CropGeometry) -> _Photos:
 
 
 def before_after_rows(card: dict[str, Any]) -> list[dict[str, Any]]:
-    """The card's before/after table: one row per test set (FER2013 val, held-out corrections, photos)."""
+    """The card's before/after table: one row per test set (FER2013 val, held-out corrections, photos),
+    its figures as shown (text: a test set with no faces says "—", not None, 1 or 0.0000)."""
     titles = {"val": "FER2013 val", "heldout": "held-out corrections", "photos": "photos (--photos-val)"}
     rows = []
     for key, title in titles.items():
         figures = card.get("comparison", {}).get(key)
         if figures is None:
             continue
-        rows.append({"test set": title, "faces": figures["n"], "before": figures["before"],
-                     "after": figures["after"], "gained": figures["gained"], "lost": figures["lost"],
-                     "p (gain by chance)": figures["p_value"]})
+        shown = {"before": "—", "after": "—", "gained": "—", "lost": "—", "p (gain by chance)": "—"}
+        if figures["n"]:
+            shown = {"before": f"{figures['before']:.4f}", "after": f"{figures['after']:.4f}",
+                     "gained": str(figures["gained"]), "lost": str(figures["lost"]),
+                     "p (gain by chance)": f"{figures['p_value']:.4f}"}
+        rows.append({"test set": title, "faces": figures["n"], **shown})
     return rows

@@ -196,7 +196,7 @@ class ModelRegistry:
             rows.append(Version(
                 name=name, base=(card.get("base") or {}).get("name"), created=card.get("trained_at"),
                 val_accuracy=(card.get("after") or {}).get("val", {}).get("accuracy"),
-                heldout_accuracy=(card.get("after") or {}).get("heldout", {}).get("accuracy"),
+                heldout_accuracy=_accuracy((card.get("after") or {}).get("heldout")),
                 guardrail=(card.get("guardrail") or {}).get("passed"), served=name == served))
         return sorted(rows, key=lambda v: v.created or "", reverse=True)
 
@@ -248,3 +248,11 @@ def served_model_path(settings: Settings) -> str | None:
     except FacexprError as exc:
         log.warning("model registry: %s; serving the shipped model", exc)
         return None
+
+
+def _accuracy(figures: dict[str, Any] | None) -> float | None:
+    """An accuracy from a card's figures, None where there were no faces to score (older cards
+    wrote 0.0 for those)."""
+    if not figures or not figures.get("n"):
+        return None
+    return figures.get("accuracy")
