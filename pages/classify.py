@@ -4,13 +4,17 @@ import streamlit as st
 
 from facexpr.app.charts import draw_faces, probability_chart
 from facexpr.app.ui import (
+    Photo,
     answer_key,
     classify_cached,
+    forget_photo,
     get_settings,
     keep_for_review_once,
     note_answer,
     record_once,
     relabel_counts,
+    remember_photo,
+    remembered_photo,
     served_classifier,
     session_group,
     through_the_entry_script,
@@ -29,27 +33,37 @@ st.caption("Upload a black-and-white or colour photo, or take one with your came
 
 use_camera = st.toggle("Use the camera instead", key="use_camera")
 if use_camera:
-    uploaded, source = st.camera_input("Take a photo", key="camera"), "camera"
+    uploaded, source = st.camera_input("Take a photo", key="camera", on_change=forget_photo), "camera"
 else:
     # Every file type is let through: one we cannot read is refused below with the reason in words
     # (the uploader's own refusal is a red file chip with the reason only on hover).
-    uploaded, source = st.file_uploader("Headshot photo", key="upload"), "upload"
+    uploaded, source = st.file_uploader("Headshot photo", key="upload", on_change=forget_photo), "upload"
     st.caption(upload_limits())
-if uploaded is None:
-    st.info("Take a photo to classify." if use_camera else "Choose a photo to classify.")
-    st.stop()
+if uploaded is not None:
+    photo = Photo(uploaded.name, uploaded.getvalue(), source, uploaded.file_id)
+else:  # back from another page: the widget forgot the photo, this session did not
+    photo = remembered_photo(source)
+    if photo is None:
+        st.info("Take a photo to classify." if use_camera else "Choose a photo to classify.")
+        st.stop()
+    shown, clear = st.columns([4, 1], vertical_alignment="center")
+    shown.caption(f"Showing your last photo, **{photo.name}**: choose another above, or clear it.")
+    if clear.button("Clear", key="forget_photo"):
+        forget_photo()
+        st.rerun()
 
-data = uploaded.getvalue()
-whole_key = f"whole_image_{uploaded.file_id}"
+data = photo.data
+whole_key = f"whole_image_{photo.file_id}"
 mode = "whole" if st.session_state.get(whole_key) else "auto"
 try:
     if source == "upload":
-        check_upload_name(uploaded.name)
+        check_upload_name(photo.name)
     with st.spinner("Finding faces and reading expressions…"):
         prediction = classify_cached(data, mode)
 except FacexprError as exc:
-    st.error(f"{uploaded.name}: {exc}")
+    st.error(f"{photo.name}: {exc}")
     st.stop()
+remember_photo(photo)
 
 image_col, answer_col = st.columns([1, 1], gap="large")
 with image_col:

@@ -2,7 +2,8 @@
 
 One fresh server: a deep link (`/batch`) as its very first request gets the app's own navigation
 and sidebar; a drawing (.svg) is refused with its reason on the page; on a 390-px-wide window the
-sidebar closes once a page is chosen in it.
+sidebar closes once a page is chosen in it. Another: the photo and its answer are still on
+Classify after a visit to another page, until the person clears them.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from tests.test_e2e_browser import (  # noqa: F401 (browser is a fixture)
     app_server,
     browser,
     browser_page,
+    upload_and_read_answer,
 )
 
 SVG = (b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg" width="64" height="64">'
@@ -69,3 +71,22 @@ def test_deep_link_svg_and_phone_sidebar(browser, tmp_path, tiny_model_path):  #
             page.locator("[data-testid='stSidebarNav']").get_by_role("link", name="Batch").tap()
             _main(page).locator("h1", has_text="Batch").wait_for(timeout=STEP_MS)
             wait_for_sidebar(page, "=== 0")
+
+
+def test_the_answer_is_still_there_after_another_page(browser, tmp_path, tiny_model_path):  # noqa: F811
+    env = {"FACEXPR_DATA_DIR": str(tmp_path / "data"), "FACEXPR_MODEL": str(tiny_model_path)}
+    with app_server(tmp_path, env) as url, browser_page(browser, tmp_path) as page:
+        expression = upload_and_read_answer(page, url)
+        nav = page.locator("[data-testid='stSidebarNav']")
+        nav.get_by_role("link", name="Batch").click()
+        _main(page).locator("h1", has_text="Batch").wait_for(timeout=STEP_MS)
+        nav.get_by_role("link", name="Classify").click()
+        _main(page).locator("h1", has_text="Classify a headshot").wait_for(timeout=STEP_MS)
+        headline = _main(page).locator("h3").first
+        headline.wait_for(timeout=STEP_MS)
+        assert headline.inner_text().strip().lower() == expression  # the same photo's answer
+        assert "astronaut.jpg" in _main(page).get_by_text("Showing your last photo").inner_text()
+        # Clearing it is the person's choice, and then it stays gone.
+        _main(page).locator("[class*='st-key-forget_photo'] button").click()
+        _main(page).get_by_text("Choose a photo").wait_for(timeout=STEP_MS)
+        assert _main(page).locator("h3").count() == 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,35 @@ def widget_named(widgets: Any, name: str) -> Any:
     if len(found) != 1:
         raise KeyError(f"{len(found)} widgets named {name!r} among {[w.key for w in widgets]}")
     return found[0]
+
+
+LAST_PHOTO = "classify_last_photo"  # session state: the photo Classify answered last
+
+
+@dataclass(frozen=True)
+class Photo:
+    """A photo a person gave the Classify page: its name, bytes, where it came from and its id."""
+
+    name: str
+    data: bytes
+    source: str  # upload | camera
+    file_id: str
+
+
+def remember_photo(photo: Photo) -> None:
+    st.session_state[LAST_PHOTO] = photo
+
+
+def forget_photo() -> None:
+    """The person removed the photo (the uploader's ×, a new camera shot pending): do not bring it back."""
+    st.session_state.pop(LAST_PHOTO, None)
+
+
+def remembered_photo(source: str) -> Photo | None:
+    """The photo answered last in this session, from SOURCE, when its widget came back empty only
+    because the person went to another page (Streamlit drops a widget's value when its page is left)."""
+    photo = st.session_state.get(LAST_PHOTO)
+    return photo if isinstance(photo, Photo) and photo.source == source else None
 
 
 def through_the_entry_script() -> None:
