@@ -32,8 +32,10 @@ OPENAPI = ROOT / "docs" / "openapi.json"
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, tiny_model_path):
+    """A server that keeps uploads (FACEXPR_API_KEEP_UPLOADS), so feedback stores them as the page does."""
     data_dir = tmp_path_factory.mktemp("api-data")
-    env = {"FACEXPR_DATA_DIR": str(data_dir), "FACEXPR_MODEL": str(tiny_model_path)}
+    env = {"FACEXPR_DATA_DIR": str(data_dir), "FACEXPR_MODEL": str(tiny_model_path),
+           "FACEXPR_API_KEEP_UPLOADS": "1"}
     with ApiServer(env, log_path=data_dir.parent / "api-server.log") as running:
         running.data_dir = data_dir
         yield running
@@ -231,6 +233,35 @@ def test_feedback_stores_the_crop_exactly_as_the_page_does(server, astronaut, ti
     assert (server.data_dir / "originals" / page.original_key).read_bytes() == astronaut
     record = [r for r in history_rows(server.data_dir) if r["feedback_object_key"] == answer["location"]]
     assert [(r["feedback_label"], r["source"]) for r in record] == [("sad", "api")]
+
+
+def test_by_default_a_prediction_keeps_only_what_feedback_needs(tmp_path, tiny_model_path, astronaut):
+    """No upload is kept: a few KB of crops and boxes a prediction, and feedback still stores the
+    crop under its label (without an original: the team did not ask for uploads)."""
+    env = {"FACEXPR_DATA_DIR": str(tmp_path), "FACEXPR_MODEL": str(tiny_model_path)}
+    with ApiServer(env, log_path=tmp_path / "server.log") as lean:
+        pid = post_images(lean.url, ("astronaut.jpg", astronaut)).json()["predictions"][0]["id"]
+        kept = sorted((tmp_path / "predictions" / pid).iterdir())
+        assert [p.name for p in kept] == ["prediction.json"]
+        assert kept[0].stat().st_size <= 10_000
+        answer = feedback(lean, pid, 0, "sad").json()
+        assert Path(answer["location"]).is_file() and answer["label"] == "sad"
+    assert not (tmp_path / "originals").exists()
+
+
+def test_predictions_past_the_feedback_window_are_swept(tmp_path, tiny_classifier, astronaut):
+    from datetime import UTC, datetime, timedelta
+
+    from facexpr.serve.answers import AnswerBook, Kept, UnknownPrediction, new_id
+
+    book = AnswerBook(Settings(data_dir=tmp_path), keep_uploads=True, feedback_days=7)
+    pid = new_id()
+    assert book.keep(Kept(pid, predict_image(astronaut, tiny_classifier), astronaut, [])) is None
+    assert len(list((tmp_path / "predictions" / pid).iterdir())) == 2  # the upload, kept when asked
+    assert book.sweep(datetime.now(UTC) + timedelta(days=6)) == 0  # inside the window: kept
+    assert book.sweep(datetime.now(UTC) + timedelta(days=8)) == 2
+    with pytest.raises(UnknownPrediction):
+        book.load(pid)
 
 
 def test_a_changed_answer_moves_the_crop_one_face_one_label(server, two_faces_bytes):

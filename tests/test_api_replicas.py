@@ -66,7 +66,8 @@ def cluster(tmp_path_factory, tiny_model_path, mongodb_uri):
     s3.create_bucket(Bucket=bucket)
     settings = {"FACEXPR_MODEL": str(tiny_model_path), "FACEXPR_S3_BUCKET": bucket,
                 "AWS_ENDPOINT_URL": endpoint.url, **DUMMY_CREDENTIALS, "FACEXPR_MONGODB_URI": mongodb_uri,
-                "FACEXPR_MONGODB_DB": f"fx_replicas_{uuid.uuid4().hex[:8]}"}
+                "FACEXPR_MONGODB_DB": f"fx_replicas_{uuid.uuid4().hex[:8]}",
+                "FACEXPR_API_KEEP_UPLOADS": "1"}  # each answered photo's upload goes to originals/
     replicas = []
     for name in ("a", "b"):
         data_dir = tmp_path_factory.mktemp(f"replica-{name}")

@@ -5,14 +5,19 @@ A prediction served by the API keeps, under the `predictions/` root (a sibling o
 and `originals/`: `s3://BUCKET/<parent>/predictions/` or `FACEXPR_DATA_DIR/predictions`):
 
     <id>/prediction.json   model version, image hash, faces mode, history record ids, and per face
-                           its box, answer and the 48×48 crop the model saw (PNG, base64)
-    <id>/original.<ext>    the uploaded file, passed to `save_relabel` with the answer like the page
+                           its box, answer and the 48×48 crop the model saw (PNG, base64): ~3 KB a face
+    <id>/original.<ext>    the uploaded file, only when the team keeps uploads (FACEXPR_API_KEEP_UPLOADS):
+                           then an answer stores it under `originals/` as the page does
     <id>/answer-<i>.json   the answer given for face i (so a changed answer moves the crop, on any replica)
 
+By default the upload itself is not kept: what feedback needs is the crops the model saw. A team
+that wants to re-crop old corrections later (say, with a better face finder) keeps uploads.
+Everything here is needed only to take feedback, so it is swept after the feedback window
+(FACEXPR_API_FEEDBACK_DAYS, default 7) by each replica, at most once an hour (`sweep`); on S3 a
+lifecycle rule on the `predictions/` prefix does the same without listing (docs/deploy.md).
+
 An answer goes through `facexpr.storage.relabel.save_relabel` (same store, keys, metadata and outbox as
-the page) and is noted in the history on the prediction's own records. Nothing here is needed
-to answer a prediction, only to take feedback on it: an S3 lifecycle rule may expire the
-`predictions/` root after the feedback window a team wants (docs/deploy.md).
+the page) and is noted in the history on the prediction's own records.
 """
 
 from __future__ import annotations
@@ -20,12 +25,14 @@ from __future__ import annotations
 import base64
 import io
 import json
+import logging
 import re
 import threading
+import time
 import uuid
 from collections import OrderedDict
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -40,9 +47,13 @@ from facexpr.storage.history import History
 from facexpr.storage.relabel import SaveResult, save_relabel
 from facexpr.storage.store import ImageStore, open_store
 
+log = logging.getLogger(__name__)
+
 PREDICTIONS = "predictions"
 _ID = re.compile(r"^[0-9a-f]{32}$")
 CACHE_SIZE = 256  # recent predictions kept in process: feedback to the same replica needs no read
+FEEDBACK_DAYS = 7.0  # how long a prediction can take an answer (FACEXPR_API_FEEDBACK_DAYS)
+SWEEP_EVERY_S = 3600.0  # a replica sweeps expired predictions at most this often
 
 
 class UnknownPrediction(FacexprError):
@@ -100,10 +111,12 @@ def _document(kept: Kept) -> dict:
 class AnswerBook:
     """Keeps predictions for feedback (shared store + a small in-process cache) and takes answers."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
+    def __init__(self, settings: Settings, keep_uploads: bool = False,
+                 feedback_days: float = FEEDBACK_DAYS) -> None:
+        self.settings, self.keep_uploads, self.feedback_days = settings, keep_uploads, feedback_days
         self._cache: OrderedDict[str, Kept] = OrderedDict()
         self._lock = threading.Lock()
+        self._next_sweep = 0.0
 
     def _store(self) -> ImageStore:
         return open_store(predictions_uri(self.settings))
@@ -116,8 +129,12 @@ class AnswerBook:
                 self._cache.popitem(last=False)
 
     def keep(self, kept: Kept) -> str | None:
-        """Write KEPT to the shared store; returns None, or a warning when only this replica has it."""
+        """Write KEPT to the shared store; returns None, or a warning when only this replica has it.
+        The upload goes with it only when the team keeps uploads."""
+        if not self.keep_uploads:
+            kept = Kept(kept.id, kept.prediction, None, kept.record_ids)
         self._remember(kept)
+        self._sweep_now_and_then()
         if kept.prediction.no_face:
             return None  # nothing to answer
         try:
@@ -130,6 +147,27 @@ class AnswerBook:
             return (f"Feedback on this prediction is possible on this server only for now: the store "
                     f"could not keep it ({exc})")
         return None
+
+    def sweep(self, now: datetime | None = None) -> int:
+        """Remove what predictions older than the feedback window left; returns how many objects."""
+        cutoff = (now or datetime.now(UTC)) - timedelta(days=self.feedback_days)
+        store = self._store()
+        old = [o.key for o in store.list_objects() if o.modified < cutoff]
+        for key in sorted(old, key=lambda k: not k.endswith("/prediction.json")):  # its marker first
+            store.delete(key)
+        with self._lock:
+            for key in old:
+                self._cache.pop(key.split("/", 1)[0], None)
+        return len(old)
+
+    def _sweep_now_and_then(self) -> None:
+        if time.monotonic() < self._next_sweep:
+            return
+        self._next_sweep = time.monotonic() + SWEEP_EVERY_S
+        try:
+            self.sweep()
+        except FacexprError as exc:  # a later sweep tries again; answering never waits on it
+            log.warning("predictions: could not sweep expired ones: %s", exc)
 
     def load(self, prediction_id: str) -> Kept:
         check_id(prediction_id)

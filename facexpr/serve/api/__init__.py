@@ -14,7 +14,9 @@ Settings (environment): everything in facexpr.core.config, plus FACEXPR_API_KEYS
 unset = no keys needed), FACEXPR_API_CORS_ORIGINS (comma-separated; unset = no CORS headers),
 FACEXPR_API_MAX_UPLOAD_MB (request body cap, default 20), FACEXPR_API_MAX_FILES (default 32) and
 FACEXPR_API_MODEL_REFRESH_S (default 30; 0 = every request): how often, at most, a request makes the
-replica re-read the model registry, so a `promote` or `rollback` reaches every replica without a restart.
+replica re-read the model registry, so a `promote` or `rollback` reaches every replica without a restart;
+FACEXPR_API_KEEP_UPLOADS (off: only the crops are kept for feedback) and FACEXPR_API_FEEDBACK_DAYS
+(default 7: predictions older than that are swept).
 """
 
 from facexpr.serve.api.app import create_app, openapi_json

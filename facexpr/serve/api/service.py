@@ -21,12 +21,15 @@ from facexpr.core.errors import (
 )
 from facexpr.core.labels import EXPRESSIONS
 from facexpr.core.types import Prediction
-from facexpr.serve.answers import AnswerBook
+from facexpr.serve.answers import FEEDBACK_DAYS, AnswerBook
 from facexpr.serve.api.schemas import WINDOWS, HealthSummaryOut, LatencyOut, ModelHealthOut
 from facexpr.storage.history import open_history
 from facexpr.storage.store import open_store
 
 log = logging.getLogger(__name__)
+
+
+YES = ("1", "true", "yes", "on")
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,8 @@ class ApiSettings:
     max_upload_bytes: int = 20 * 2**20
     max_files: int = 32
     model_refresh_s: float = 30.0
+    keep_uploads: bool = False  # keep each upload with its prediction, for `originals/` on feedback
+    feedback_days: float = FEEDBACK_DAYS  # how long a prediction can take an answer, then swept
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "ApiSettings":
@@ -53,7 +58,9 @@ class ApiSettings:
         return cls(keys=listed("FACEXPR_API_KEYS"), cors_origins=listed("FACEXPR_API_CORS_ORIGINS"),
                    max_upload_bytes=int(number("FACEXPR_API_MAX_UPLOAD_MB", 20) * 2**20),
                    max_files=int(number("FACEXPR_API_MAX_FILES", 32)),
-                   model_refresh_s=max(0.0, number("FACEXPR_API_MODEL_REFRESH_S", 30)))
+                   model_refresh_s=max(0.0, number("FACEXPR_API_MODEL_REFRESH_S", 30)),
+                   keep_uploads=env.get("FACEXPR_API_KEEP_UPLOADS", "").strip().lower() in YES,
+                   feedback_days=max(0.0, number("FACEXPR_API_FEEDBACK_DAYS", FEEDBACK_DAYS)))
 
 
 
@@ -70,7 +77,7 @@ class Service:
         self.settings, self.api = settings, api
         self.classifier: Any = None
         self.history: Any = None
-        self.answers = AnswerBook(settings)
+        self.answers = AnswerBook(settings, api.keep_uploads, api.feedback_days)
         self._served_path: str | None = None  # the registry's answer the classifier was loaded from
         self._follow_registry = not settings.model  # FACEXPR_MODEL pins the model
         self._next_check = 0.0
