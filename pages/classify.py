@@ -94,8 +94,13 @@ with answer_col:
         suffix, face_index = (f"_{i}", i) if many else ("", None)
         with st.container(border=True):
             head, crop = st.columns([4, 1])
-            head.subheader(("Face " + str(i + 1) + ": " if many else "") + face.expression.capitalize())
-            head.write(f"confidence **{face.confidence:.0%}**")
+            head.subheader(("Face " + str(i + 1) + ": " if many else "") + face.headline())
+            if face.unsure:  # the threshold is the served model's own (its card)
+                head.write(f"confidence **{face.confidence:.0%}**: the model is unsure. Below "
+                           f"{served_classifier().unsure_below:.0%} its answers on development photos were "
+                           f"wrong more often than right; *{face.runner_up}* is its second choice.")
+            else:
+                head.write(f"confidence **{face.confidence:.0%}**")
             crop.image(face.crop, caption="48×48 crop", width=72)
             st.altair_chart(probability_chart(face.probabilities), width="stretch")
             # keyed by the answer: a switch left on for the last photo must not show this one's heatmap

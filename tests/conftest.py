@@ -81,6 +81,20 @@ def tiny_classifier(tiny_model_path):
     return load_classifier(tiny_model_path)
 
 
+@pytest.fixture(scope="session")
+def unsure_model_path(tmp_path_factory, tiny_model_path) -> Path:
+    """The tiny model with a card that calls every answer under 99 % confidence unsure (all of its)."""
+    import json
+    import shutil
+
+    out = tmp_path_factory.mktemp("unsure") / "tiny-unsure.keras"
+    shutil.copy(tiny_model_path, out)
+    card = json.loads(tiny_model_path.with_suffix(".json").read_text())
+    card.update(name="tiny-unsure", unsure={"below": 0.99})
+    out.with_suffix(".json").write_text(json.dumps(card))
+    return out
+
+
 @pytest.fixture
 def use_tiny_model(monkeypatch, tiny_model_path) -> Path:
     monkeypatch.setenv("FACEXPR_MODEL", str(tiny_model_path))

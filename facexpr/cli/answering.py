@@ -33,8 +33,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
         elif not result["faces"]:
             print(f"{path}: no face found ({result['latency_ms']['total']:.0f} ms)", flush=True)
         else:
-            answers = ", ".join(f"{f['expression']} {f['confidence']:.0%} at {f['box']}"
-                                for f in result["faces"])
+            answers = ", ".join(f"{f['expression']} {f['confidence']:.0%}"
+                                + (f" (unsure: or {f['runner_up']}?)" if f["unsure"] else "")
+                                + f" at {f['box']}" for f in result["faces"])
             print(f"{path}: {answers} ({result['latency_ms']['total']:.0f} ms)", flush=True)
     if args.record:
         from facexpr.core.config import load_settings

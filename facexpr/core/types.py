@@ -54,10 +54,24 @@ class FaceResult:
     box: Box
     crop: np.ndarray  # the 48×48 uint8 the model saw
     probabilities: np.ndarray  # (7,) in FER2013 order
+    # The confidence is below the model card's `unsure.below`: on the development photos such
+    # answers were wrong more often than right, so the runner-up is shown beside the answer.
+    unsure: bool = False
 
     @property
     def expression(self) -> str:
         return EXPRESSIONS[int(np.argmax(self.probabilities))]
+
+    @property
+    def runner_up(self) -> str:
+        """The second most likely expression."""
+        return EXPRESSIONS[int(np.argsort(self.probabilities)[-2])]
+
+    def headline(self) -> str:
+        """The answer in words: "Happy", or "Neutral or sad?" when the model is unsure."""
+        if self.unsure:
+            return f"{self.expression.capitalize()} or {self.runner_up}?"
+        return self.expression.capitalize()
 
     @property
     def confidence(self) -> float:
@@ -74,7 +88,8 @@ class FaceResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {"box": self.box.as_list(), "expression": self.expression,
-                "confidence": round(self.confidence, 6), "probabilities": self.probability_map()}
+                "confidence": round(self.confidence, 6), "unsure": self.unsure, "runner_up": self.runner_up,
+                "probabilities": self.probability_map()}
 
 
 @dataclass

@@ -305,6 +305,15 @@ class Classifier:
         return self.card.name or (self.path.stem if self.path else "unsaved")
 
     @property
+    def unsure_below(self) -> float | None:
+        """The confidence under which an answer is shown as unsure (the card's `unsure.below`)."""
+        section = self.card.sections.get("unsure")
+        try:
+            return float(section["below"]) if isinstance(section, dict) else None
+        except (KeyError, TypeError, ValueError):
+            return None
+
+    @property
     def geometry(self) -> CropGeometry:
         """How a photo's faces are cut for this model: its card's, else the legacy Haar box."""
         return self.card.crop or CropGeometry.from_dict(None)

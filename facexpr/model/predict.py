@@ -44,9 +44,11 @@ def _locate(gray: np.ndarray, sha256: str, mode: str, geometry: CropGeometry, st
 
 
 def _finish(found: _Located, probs: np.ndarray, classify_ms: float, classifier: Classifier) -> Prediction:
+    doubt = classifier.unsure_below
     return Prediction(
         image_sha256=found.sha256, gray=found.gray,
-        faces=[FaceResult(b, c, p) for b, c, p in zip(found.boxes, found.crops, probs, strict=True)],
+        faces=[FaceResult(b, c, p, unsure=bool(doubt is not None and float(p.max()) < doubt))
+               for b, c, p in zip(found.boxes, found.crops, probs, strict=True)],
         mode=found.mode, model_version=classifier.version,
         latency_ms={"decode": found.decode_ms, "detect": found.detect_ms, "classify": classify_ms,
                     "total": round(found.decode_ms + found.detect_ms + classify_ms, 3)},

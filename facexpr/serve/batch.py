@@ -17,8 +17,8 @@ from facexpr.model.classifier import Classifier
 from facexpr.model.predict import predict_many
 from facexpr.photo.imaging import check_upload_name, encode_png
 
-COLUMNS = ["file", "face", "expression", "confidence", "box", "error", *EXPRESSIONS, "model_version",
-           "classified_at"]
+COLUMNS = ["file", "face", "expression", "confidence", "box", "error", "unsure", "runner_up", *EXPRESSIONS,
+           "model_version", "classified_at"]
 NO_FACE = "no face found"
 
 
@@ -76,13 +76,15 @@ def results_table(items: list[BatchItem]) -> pd.DataFrame:
     rows = []
     for item in items:
         base = {"file": item.name, "face": None, "expression": None, "confidence": None, "box": None,
-                "error": item.note, "classified_at": item.classified_at.isoformat(timespec="seconds"),
+                "error": item.note, "unsure": None, "runner_up": None,
+                "classified_at": item.classified_at.isoformat(timespec="seconds"),
                 "model_version": item.prediction.model_version if item.prediction else None}
         if item.note:
             rows.append(base)
         for i, face in enumerate(item.prediction.faces if item.prediction else []):
             rows.append({**base, "face": i + 1, "expression": face.expression,
                          "confidence": round(face.confidence, 4), "box": face.box.as_list(),
+                         "unsure": face.unsure, "runner_up": face.runner_up,
                          **{k: round(v, 4) for k, v in face.probability_map().items()}})
     # Int64: face numbers stay whole (1, not 1.0) beside the rows that have none.
     return pd.DataFrame(rows, columns=COLUMNS).astype({"face": "Int64"})
@@ -118,4 +120,8 @@ def faces_table(items: list[BatchItem]) -> pd.DataFrame:
     """What the page's table shows: one row per face, no empty cells (files without an answer are
     listed above it, with the whole reason)."""
     table = results_table(items).assign(crop=thumbnails(items))
-    return table[table["face"].notna()][["crop", "file", "face", "expression", "confidence"]]
+    table = table[table["face"].notna()].copy()
+    # An unsure answer reads as the choice it is ("neutral or sad?"), as on the Classify page.
+    unsure = table["unsure"].astype(bool)
+    table.loc[unsure, "expression"] = table["expression"][unsure] + " or " + table["runner_up"][unsure] + "?"
+    return table[["crop", "file", "face", "expression", "confidence"]]

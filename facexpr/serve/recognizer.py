@@ -39,15 +39,18 @@ class Face:
     confidence: float  # the probability of `expression`
     probabilities: dict[str, float]  # all seven, FER2013 order
     crop: np.ndarray = field(repr=False, compare=False)  # the 48×48 gray pixels the model saw
+    unsure: bool = False  # below the model card's threshold: show `runner_up` beside the answer
+    runner_up: str = ""  # the second most likely expression
 
     def to_dict(self) -> dict[str, Any]:
         return {"box": list(self.box), "expression": self.expression, "confidence": self.confidence,
-                "probabilities": dict(self.probabilities)}
+                "unsure": self.unsure, "runner_up": self.runner_up, "probabilities": dict(self.probabilities)}
 
 
 def faces_of(prediction: Prediction) -> list[Face]:
     return [Face(box=tuple(face.box.as_list()), expression=face.expression,  # type: ignore[arg-type]
-                 confidence=round(face.confidence, 6), probabilities=face.probability_map(), crop=face.crop)
+                 confidence=round(face.confidence, 6), probabilities=face.probability_map(), crop=face.crop,
+                 unsure=face.unsure, runner_up=face.runner_up)
             for face in prediction.faces]
 
 

@@ -29,6 +29,10 @@ class FaceOut(BaseModel):
                            min_length=4, max_length=4)
     expression: str = Field(description="one of the seven: " + ", ".join(EXPRESSIONS))
     confidence: float = Field(ge=0, le=1)
+    unsure: bool = Field(description="the confidence is below the model's threshold (its card: where its "
+                                     "answers on development photos were wrong more often than right); "
+                                     "show runner_up beside the expression")
+    runner_up: str = Field(description="the second most likely expression")
     probabilities: dict[str, float] = Field(description="all seven expressions, FER2013 order")
 
 
