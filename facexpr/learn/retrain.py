@@ -237,6 +237,9 @@ def build_card(*, name: str, base: Classifier, recipe: RetrainRecipe, data_uri: 
         "classes": list(EXPRESSIONS),
         "input": {"size": [CROP_SIZE, CROP_SIZE], "channels": 1, "pixels": "uint8 0..255, gray"},
         "crop": base.geometry.to_dict(),  # fine-tuned on crops cut the base model's way
+        # the doubt threshold was measured for the base; it is the best estimate until measured again
+        **({"unsure": {**base.card.sections["unsure"], "inherited_from": base.version}}
+           if isinstance(base.card.sections.get("unsure"), dict) else {}),
         "kind": "retrain",
         "base": {"name": base.version,
                  "trained_at": base.card.trained_at.isoformat() if base.card.trained_at else None,
