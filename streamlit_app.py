@@ -5,14 +5,16 @@ import streamlit as st
 from facexpr.app.ui import close_sidebar_after_navigation, get_settings, model_selector, served_classifier
 from facexpr.core.errors import FacexprError
 
-st.set_page_config(page_title="facexpr", page_icon="🙂", layout="wide")
+# Material icons, drawn by Streamlit's own icon font: emoji render as empty boxes where the
+# machine has no emoji font.
+st.set_page_config(page_title="facexpr", page_icon=":material/mood:", layout="wide")
 
 page = st.navigation([
-    st.Page("pages/classify.py", title="Classify", icon="🙂", default=True),
-    st.Page("pages/batch.py", title="Batch", icon="🗂️"),
-    st.Page("pages/model_health.py", title="Model health", icon="📈"),
-    st.Page("pages/review.py", title="Review", icon="🔎"),
-    st.Page("pages/learn.py", title="Learn", icon="🎓"),
+    st.Page("pages/classify.py", title="Classify", icon=":material/mood:", default=True),
+    st.Page("pages/batch.py", title="Batch", icon=":material/photo_library:"),
+    st.Page("pages/model_health.py", title="Model health", icon=":material/monitoring:"),
+    st.Page("pages/review.py", title="Review", icon=":material/rate_review:"),
+    st.Page("pages/learn.py", title="Learn", icon=":material/school:"),
 ])
 
 with st.sidebar:

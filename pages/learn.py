@@ -60,7 +60,8 @@ def job_panel(polling: bool) -> None:
         (st.success if verdict["passed"] else st.warning)(
             ("Passed" if verdict["passed"] else "Failed") + f" the guardrail: {verdict['reason']}.")
         for rule in verdict["rules"]:
-            st.caption(f"{'✅' if rule['passed'] else '❌'} {rule['rule']}: {rule['why']}")
+            mark = ":material/check_circle: passed" if rule["passed"] else ":material/cancel: failed"
+            st.caption(f"{mark} — {rule['rule']}: {rule['why']}")
         promote, discard = st.columns(2)
         registry = ModelRegistry(settings)
         where = jobs.candidate_place(registry.state(), status.name)

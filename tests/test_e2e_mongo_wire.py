@@ -72,8 +72,8 @@ def test_the_app_on_a_mongodb_wire_server_through_an_outage(browser, tmp_path, t
                 server.stop()
                 second = upload(page, url, mirrored)
                 page.get_by_role("button", name="Confirm", exact=True).click()
-                main.locator("[data-testid='stAlert']", has_text=f"Confirmed: {data_dir}/relabeled/{second}/"
-                             ).wait_for(timeout=STEP_MS)  # the photo store still works
+                confirmed = f"Confirmed as {second} in {data_dir}/relabeled/{second}/"
+                main.locator("[data-testid='stAlert']", has_text=confirmed).wait_for(timeout=STEP_MS)
                 kept = main.locator("[data-testid='stAlert']", has_text="kept locally").first
                 kept.wait_for(timeout=STEP_MS)
                 assert "unreachable" in kept.inner_text()

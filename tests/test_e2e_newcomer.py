@@ -39,9 +39,15 @@ def test_deep_link_svg_and_phone_sidebar(browser, tmp_path, tiny_model_path):  #
             # 1. The first request after the start is a deep link: the app's pages, not Streamlit's list.
             page.goto(url + "/batch")
             page.locator("[data-testid='stSidebar']").get_by_text("Model tiny-test").wait_for(timeout=SLOW_MS)
-            nav = page.locator("[data-testid='stSidebarNav']").inner_text().split()
-            pages = ["Classify", "Batch", "Model", "health", "Review", "Learn"]
-            assert [w for w in nav if w.isalpha()] == pages, nav
+            # Each link's words, without its Material icon (drawn from a font ligature: its name is text)
+            nav = page.locator("[data-testid='stSidebarNav']").evaluate(
+                "nav => [...nav.querySelectorAll('a')].map(a => { const c = a.cloneNode(true);"
+                " c.querySelectorAll('[data-testid=stIconMaterial]').forEach(i => i.remove());"
+                " return c.textContent.trim(); })")
+            assert nav == ["Classify", "Batch", "Model health", "Review", "Learn"], nav
+            icons = page.locator("[data-testid='stSidebarNav'] [data-testid='stIconMaterial']")
+            icons = icons.all_inner_texts()
+            assert icons == ["mood", "photo_library", "monitoring", "rate_review", "school"]  # no emoji
             assert _main(page).locator("h1").first.inner_text().strip() == "Batch"
             assert page.title() == "facexpr"
 

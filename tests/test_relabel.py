@@ -89,7 +89,9 @@ def test_save_stores_crop_under_label_and_original_once(backend):
     else:
         assert result.location == str(backend.data_dir / "relabeled" / result.key)
         assert stored(backend) == [f"originals/{result.original_key}", f"relabeled/{result.key}"]
-    assert result.location in result.message()
+    message = result.message()  # the label and its folder, not the 64-hex-digit file name
+    assert message.startswith("Saved as sad in ") and result.folder in message
+    assert result.key[-20:] not in message
 
     store = open_store(backend.relabeled_uri)
     data = store.get(result.key)
@@ -346,7 +348,7 @@ def test_page_confirm_and_correct_store_once(use_tiny_model, s3):
     [message] = at.success
     crop_keys = [k for k in s3.keys() if k.startswith("relabeled/")]
     assert len(crop_keys) == 1 and crop_keys[0].startswith(f"relabeled/{other}/")
-    assert f"s3://{s3.bucket}/{crop_keys[0]}" in message.value
+    assert message.value.startswith(f"Saved as {other} in s3://{s3.bucket}/relabeled/{other}/")
     assert len([k for k in s3.keys() if k.startswith("originals/")]) == 1
 
     widget_named(at.button, "relabel_save").click()  # a second click on the same answer
@@ -407,4 +409,4 @@ def test_page_chooser_starts_from_each_new_prediction(use_tiny_model):
     widget_named(at.button, "relabel_save").click()
     at.run()
     [message] = at.success
-    assert message.value.startswith("Confirmed: ")
+    assert message.value.startswith("Confirmed as ")

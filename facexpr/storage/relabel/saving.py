@@ -64,17 +64,24 @@ class SaveResult:
         """What a history record should point at: the crop's full address."""
         return self.location
 
+    @property
+    def folder(self) -> str:
+        """Where the label's crops are (the location without the crop's content-hash file name)."""
+        return self.location.rsplit("/", 1)[0] + "/"
+
     def message(self) -> str:
-        verb = "Confirmed" if self.confirmed else f"Saved as {self.label}"
+        """What a person needs: the label kept, where, and how to change it (not the file's hash name)."""
+        verb = f"Confirmed as {self.label}" if self.confirmed else f"Saved as {self.label}"
+        change = "Choose another expression and save again to change it."
         if self.queued:
             return (f"{verb}, but the store could not take it now: it waits in the local outbox and will go "
-                    f"to {self.location} on a later save or `python -m facexpr sync`. Reason: {self.reason}")
-        text = f"{verb}: {self.location}" + (" (it was already there)" if self.already_stored else "")
+                    f"to {self.folder} on a later save or `python -m facexpr sync`. Reason: {self.reason}")
+        text = f"{verb} in {self.folder}" + (" (it was already there)" if self.already_stored else "")
         if self.original_queued:
             text += f". The original image waits in the outbox ({self.reason})"
         if self.synced:
             text += f". Also delivered {self.synced} item(s) from the outbox"
-        return text
+        return f"{text}. {change}"
 
 
 def check_crop(crop: np.ndarray) -> np.ndarray:
