@@ -40,7 +40,9 @@ for name, error in bad:
 if no_face:
     st.warning("No face found in " + ", ".join(no_face) + ".")
 
-st.dataframe(faces_table(items), hide_index=True, width="stretch", column_config={
+# Every row shown at once (the table grows with the page), each face large enough to read.
+st.dataframe(faces_table(items), hide_index=True, width="stretch", height="content", row_height=72,
+             column_config={
     "crop": st.column_config.ImageColumn("crop", width="small", help="the 48×48 face the model saw"),
     "face": st.column_config.NumberColumn("face", format="%d", help="numbered left to right"),
     "confidence": st.column_config.ProgressColumn("confidence", min_value=0.0, max_value=1.0,

@@ -197,11 +197,12 @@ def model_selector() -> None:
     choices = [""] + [p for p in models if Path(p).resolve() != Path(served).resolve()]
     if len(choices) < 2:
         return
-    following = Path(served).stem
+    # A short first entry (the sidebar cut "retrain-20261206-024207 (served"): the caption under
+    # the chooser names the model that answers.
     st.selectbox("Model", choices, index=0, key="model_choice",
-                 format_func=lambda p: Path(p).stem if p else f"{following} (served)",
-                 help="The served model, then the others in models/, newest first. "
-                      "History records which model answered.")
+                 format_func=lambda p: Path(p).stem if p else "the served model",
+                 help=f"The served model (now {Path(served).stem}), then the others in models/, newest "
+                      "first. History records which model answered.")
 
 
 def session_group() -> str:
