@@ -287,3 +287,32 @@ def test_served_card_follows_the_model_setting(tmp_path):
     assert served_card(Settings(), models_dir=tmp_path).name == "fer-v2"
     assert served_card(Settings(), models_dir=tmp_path / "empty") is None
     assert served_card(Settings(model=str(tmp_path / "missing.keras"))) is None
+
+
+def test_the_versions_chart_names_n_and_greys_out_an_agreement_of_too_few():
+    """One answer would show 100 % agreement: the bar says n = 1 and is drawn faint."""
+    from facexpr.app.health_charts import models_chart
+    from facexpr.serve.health import MIN_ANSWERS
+
+    models = pd.DataFrame([
+        {"model_version": "few", "predictions": 40, "answered": 1, "mean_confidence": 0.6,
+         "low_confidence_share": 0.3, "agreement": 1.0},
+        {"model_version": "many", "predictions": 400, "answered": MIN_ANSWERS, "mean_confidence": 0.7,
+         "low_confidence_share": 0.2, "agreement": 0.8}])
+    spec = models_chart(models).to_dict()
+    marks = [layer["mark"]["type"] if isinstance(layer["mark"], dict) else layer["mark"]
+             for layer in spec["layer"]]
+    assert marks == ["bar", "text"]
+    rows = next(iter(spec["datasets"].values()))
+    agreement = {r["model_version"]: r for r in rows if r["measure"] == "agreement with people"}
+    assert agreement["few"]["few"] and agreement["few"]["n"] == 1
+    assert not agreement["many"]["few"] and agreement["many"]["n"] == MIN_ANSWERS
+
+
+def test_the_latency_chart_writes_each_value_on_its_bar():
+    from facexpr.app.health_charts import latency_chart
+
+    latency = pd.DataFrame([{"stage": "total", "n": 10, "p50_ms": 15.0, "p95_ms": 350.0}])
+    spec = latency_chart(latency).to_dict()
+    text = next(layer for layer in spec["layer"] if layer["mark"]["type"] == "text")
+    assert text["encoding"]["text"]["field"] == "ms"
