@@ -103,15 +103,19 @@ with offline:
                   help=f"macro F1 {card.macro_f1}" if card.macro_f1 is not None else None)
         st.caption("Validation set (rows: true label)")
         chart(charts.confusion_chart(card.confusion, truth="true label"), "The card has no confusion matrix.")
+# Beside a card, only its own version's answers: other versions' would be another model's figures.
+mine = report.of_version(card.name) if report is not None and card is not None else report
 with live:
-    st.metric("Live agreement with people", percent(report.agreement if report else None),
-              help="Share of people's answers that confirmed the model, in the chosen window")
-    if report is not None:
-        st.caption(report.agreement_note[0].upper() + report.agreement_note[1:])
+    st.metric("Live agreement with people" + (f" · {card.name}" if card else ""),
+              percent(mine.agreement if mine else None),
+              help="Share of people's answers to this model version's predictions that confirmed it, "
+                   "in the chosen window (every version: the versions table above)")
+    if mine is not None:
+        st.caption(mine.agreement_note[0].upper() + mine.agreement_note[1:])
     st.caption("People's answers (rows: their label)")
-    chart(charts.confusion_chart(report.confusion) if report else None, "No answers from people yet.")
-st.caption("F1 per expression: the validation set beside people's answers")
-chart(charts.f1_chart(health.f1_comparison(card, report)), "No per-class F1 to compare yet.")
+    chart(charts.confusion_chart(mine.confusion) if mine else None, "No answers from people yet.")
+st.caption("F1 per expression: the validation set beside people's answers to the same model")
+chart(charts.f1_chart(health.f1_comparison(card, mine)), "No per-class F1 to compare yet.")
 
 if report is not None:
     since = (f"since {card.trained_at:%Y-%m-%d %H:%M} UTC, when {card.name} was trained"

@@ -78,7 +78,9 @@ def test_empty_history_gets_a_friendly_note(isolated_settings):
 def test_offline_card_metrics_beside_the_live_ones(recent_history, use_tiny_model):
     at = run_page()
     assert metric(at, "Validation accuracy · tiny-test") == "50%"  # the test card says 0.5
-    assert metric(at, "Live agreement with people") == "50%"
+    # Beside tiny-test's card, only tiny-test's answers: the two answers were to fer-v2's predictions.
+    assert metric(at, "Live agreement with people · tiny-test") == "—"
+    assert metric(at, "Agreement with people") == "50%"  # every version, in the headline
     # The card was "trained" on 2026-01-01: both answers came after it.
     assert any("since 2026-01-01" in c.value for c in at.caption)
 
@@ -184,3 +186,20 @@ def test_a_photo_with_no_face_is_counted_as_a_detector_failure(use_tiny_model, a
     at = run_page()
     assert metric(at, "Faces classified") == "1"
     assert metric(at, "No face found") == "50%"
+
+
+def test_the_live_agreement_beside_a_card_is_that_versions(isolated_settings, use_tiny_model):
+    """One answer to the served model (confirmed) and three to another version (corrected): beside
+    the served model's card, 100 % of n = 1, not 25 % of everyone's."""
+    now = datetime.now(UTC)
+    history = SqliteHistory(isolated_settings / EMBEDDED_FILE)
+    history.insert_documents([
+        doc(now - timedelta(hours=1), "tiny-test", "happy", 0.9, (1, 20, 5, 26), ("happy", True)),
+        *[doc(now - timedelta(hours=2 + i), "other", "sad", 0.4, (1, 22, 5, 28), ("angry", False))
+          for i in range(3)]])
+    history.close()
+    at = run_page()
+    assert not at.exception
+    assert metric(at, "Agreement with people") == "25%"
+    assert metric(at, "Live agreement with people · tiny-test") == "100%"
+    assert any(c.value.startswith("N = 1 answer:") for c in at.caption)  # and too few to mean much

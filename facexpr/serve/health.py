@@ -8,7 +8,7 @@ of documents; this module only reshapes those small results into frames for the 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -68,6 +68,18 @@ class HealthReport:
     relabels: pd.DataFrame  # label, confirmed, corrected, total (all seven)
     source: str | None = None  # the figures count this source only (None: every source)
     extra: dict[str, Any] = field(default_factory=dict)
+    # model_version, predicted, label, confirmed, n: people's answers per version (`of_version`)
+    answers_by_version: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(
+        columns=["model_version", "predicted", "label", "confirmed", "n"]))
+    version: str | None = None  # the answers count this model version only (None: every version)
+
+    def of_version(self, name: str) -> HealthReport:
+        """The same report with people's answers (agreement, confusion) to NAME's predictions only:
+        what belongs beside that model's card."""
+        mine = self.answers_by_version[self.answers_by_version["model_version"] == name]
+        confirmed = int(mine["n"].where(mine["confirmed"].astype(bool), 0).sum())
+        return replace(self, answered=int(mine["n"].sum()), confirmed=confirmed, version=name,
+                       confusion=_confusion(mine))
 
     @property
     def empty(self) -> bool:
@@ -97,6 +109,13 @@ class HealthReport:
     @property
     def corrected(self) -> int:
         return self.answered - self.confirmed
+
+
+def _confusion(answers: pd.DataFrame) -> pd.DataFrame:
+    """predicted, label, count: all 7 × 7 pairs, zeros included."""
+    grid = pd.MultiIndex.from_product([EXPRESSIONS, EXPRESSIONS], names=["predicted", "label"])
+    return (answers.groupby(["predicted", "label"])["n"].sum().reindex(grid, fill_value=0)
+            .rename("count").reset_index())
 
 
 def _days(frame: pd.DataFrame) -> pd.DataFrame:
@@ -157,9 +176,7 @@ def health_report(history: History, start: datetime | None, end: datetime | None
         "corrected": per_day_answers["n"] - per_day_answers["confirmed_n"],
         "agreement": _share(per_day_answers["confirmed_n"], per_day_answers["n"])})
 
-    grid = pd.MultiIndex.from_product([EXPRESSIONS, EXPRESSIONS], names=["predicted", "label"])
-    confusion = (answers.groupby(["predicted", "label"])["n"].sum().reindex(grid, fill_value=0)
-                 .rename("count").reset_index())
+    confusion = _confusion(answers)
 
     stats = []
     for stage in STAGES:
@@ -198,6 +215,7 @@ def health_report(history: History, start: datetime | None, end: datetime | None
         low_confidence_share=float(cube["low"].sum() / total) if total else None,
         daily=_days(daily), confidence=confidence, confidence_daily=_days(confidence_daily),
         agreement_daily=_days(agreement_daily), confusion=confusion, latency=latency, models=models,
+        answers_by_version=answers[["model_version", "predicted", "label", "confirmed", "n"]].copy(),
         relabels=relabels)
 
 
