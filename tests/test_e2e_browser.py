@@ -248,10 +248,10 @@ def classify_correct_and_see_it_counted(page, url: str, data_dir: Path, shots: P
     chosen = correct_answer(page, predicted)
     stored = main.locator("[data-testid='stAlert']", has_text=f"Saved as {chosen}")
     stored.wait_for(timeout=STEP_MS)
-    where = re.search(r"(/\S+\.png)", stored.inner_text())
+    where = re.search(r" in (/\S+/)\. ", stored.inner_text())  # the label's folder, not the file's hash
     assert where, stored.inner_text()
-    path = Path(where.group(1))
-    assert path.parent == data_dir / "relabeled" / chosen and path.is_file()
+    assert Path(where.group(1)) == data_dir / "relabeled" / chosen
+    (path,) = (data_dir / "relabeled" / chosen).glob("*.png")
     with Image.open(path) as crop:
         assert crop.size == (48, 48) and crop.mode == "L"
         assert np.asarray(crop).std() > 5  # a face, not a blank square
