@@ -33,9 +33,24 @@ except FacexprError as exc:
 
 done = st.session_state.get("review_last")
 if done:
-    (st.warning if done.queued else st.success)(done.message())
+    (st.warning if done.queued else st.success)(done.message().rsplit(" Choose another", 1)[0])
     if st.session_state.get("review_last_warning"):
         st.warning(st.session_state["review_last_warning"])
+    # A mistyped key is undone here: the last face's answer can be changed until the next one is given.
+    last_item, last_crop = st.session_state["review_last_face"]
+    pick, change = st.columns([3, 1], vertical_alignment="bottom")
+    other = pick.selectbox("Change the last answer to", [e for e in EXPRESSIONS if e != done.label],
+                           index=None, format_func=str.capitalize, placeholder="another expression",
+                           key=f"review_change-{last_item.record_id}")
+    if change.button("Change", key=f"review_change_save-{last_item.record_id}", disabled=other is None):
+        try:
+            saved, warning = label_item(settings, get_history(), last_item, other, group=session_group(),
+                                        crop=last_crop, replaces=done)
+        except FacexprError as exc:
+            st.error(f"Not changed: {exc}")
+        else:
+            st.session_state["review_last"], st.session_state["review_last_warning"] = saved, warning
+            st.rerun()
 if not queue:
     st.info("Nothing to review: every recent answer kept for review has been answered.")
     st.stop()
@@ -62,17 +77,20 @@ with answer_col:
     st.altair_chart(probability_chart(item.probabilities), width="stretch")
     st.write("What does this face show? (keys 1–7)")
     columns = st.columns(3)  # four across cut "Surprise 6" short beside the photo
+    # Keyed by the face: the clicked button's focus and highlight must not carry to the next face.
     for n, name in enumerate(EXPRESSIONS):
-        if columns[n % 3].button(name.capitalize(), key=f"review_label_{name}",
+        if columns[n % 3].button(name.capitalize(), key=f"review_label_{name}-{item.record_id}",
                                  shortcut=str(n + 1), width="stretch"):
             try:
+                crop = load_crop(settings, item)  # kept, so the answer can be changed after the face leaves
                 saved, warning = label_item(settings, get_history(), item, name, group=session_group())
             except FacexprError as exc:
                 st.error(f"Not saved: {exc}")
             else:
                 st.session_state["review_last"] = saved
                 st.session_state["review_last_warning"] = warning
+                st.session_state["review_last_face"] = (item, crop)
                 st.rerun()
-    if columns[len(EXPRESSIONS) % 3].button("Skip", key="review_skip", width="stretch"):
+    if columns[len(EXPRESSIONS) % 3].button("Skip", key=f"review_skip-{item.record_id}", width="stretch"):
         review_skipped().add(item.record_id)
         st.rerun()

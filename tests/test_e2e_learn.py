@@ -94,11 +94,12 @@ def test_review_retrain_promote_rollback(browser, tmp_path, tiny_model_path):  #
             assert "30%" in main.inner_text()
             page.mouse.move(0, 0)  # no hover toolbar over the chart in the shot
             screenshot_whole_page(page, shots / "review.png")  # the README's (FACEXPR_UPDATE_SCREENSHOTS=1)
-            main.locator(".st-key-review_label_fear button").wait_for(timeout=STEP_MS)  # its key is bound
+            fear = main.locator("[class*='st-key-review_label_fear-'] button")
+            fear.wait_for(timeout=STEP_MS)  # its key is bound
             page.keyboard.press("3")  # fear, the third expression; focus is on the sidebar link
             main.locator("[data-testid='stAlert']", has_text="Saved as fear").wait_for(timeout=STEP_MS)
             main.locator("h3", has_text="Happy").wait_for(timeout=STEP_MS)
-            main.locator(".st-key-review_label_happy button").click()
+            main.locator("[class*='st-key-review_label_happy-'] button").click()
             main.locator("[data-testid='stAlert']", has_text="Confirmed").wait_for(timeout=STEP_MS)
             main.get_by_text("Nothing to review").wait_for(timeout=STEP_MS)
 

@@ -10,6 +10,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from facexpr.app.review import keep_for_review, label_item, review_queue, review_uri, sweep
+from facexpr.app.ui import widget_named
 from facexpr.core.config import load_settings
 from facexpr.core.labels import EXPRESSIONS, INDEX
 from facexpr.core.types import Box, FaceResult, Prediction
@@ -97,15 +98,22 @@ def test_review_page_labels_one_face_per_click():
     assert not at.exception
     assert at.subheader[0].value == "Sad" and "30%" in at.markdown[1].value  # the unsure one first
     assert len(at.get("image")) == 2 and len(at.get("vega_lite_chart")) == 1
-    at.button(key="review_label_disgust").click().run()
+    first_keys = {b.key for b in at.button}
+    widget_named(at.button, "review_label_disgust").click().run()
     assert not at.exception and "Saved as disgust" in at.success[0].value
     assert at.subheader[0].value == "Happy"  # the next one
-    at.button(key="review_label_happy").click().run()
+    assert not first_keys & {b.key for b in at.button}  # its own buttons: no highlight carries over
+    # A mistyped key: the last answer can be changed, and the crop moves (one face, one label).
+    widget_named(at.selectbox, "review_change").set_value("fear").run()
+    widget_named(at.button, "review_change_save").click().run()
+    assert not at.exception and "Saved as fear" in at.success[0].value
+    assert at.subheader[0].value == "Happy"  # the queue did not move
+    widget_named(at.button, "review_label_happy").click().run()
     assert "Confirmed" in at.success[0].value and "Nothing to review" in at.info[0].value
     stored = sorted(open_store(settings.relabeled_uri).list_keys())
-    assert [k.split("/")[0] for k in stored] == ["disgust", "happy"]
+    assert [k.split("/")[0] for k in stored] == ["fear", "happy"]
     embedded = SqliteHistory(settings.data_dir / EMBEDDED_FILE)
-    assert sorted(r[3] for r in embedded.feedback_counts(None, None)) == ["disgust", "happy"]
+    assert sorted(r[3] for r in embedded.feedback_counts(None, None)) == ["fear", "happy"]
     embedded.close()
 
 

@@ -156,31 +156,40 @@ def load_photo(settings: Settings, item: ReviewItem) -> tuple[bytes, list[int]] 
     return data, [round(v * scale) for v in item.box]
 
 
-def label_item(settings: Settings, history: Any, item: ReviewItem, label: str, group: str | None = None
+def label_item(settings: Settings, history: Any, item: ReviewItem, label: str, group: str | None = None,
+               crop: np.ndarray | None = None, replaces: SaveResult | None = None
                ) -> tuple[SaveResult, str | None]:
     """Store ITEM's crop under LABEL (relabel path: store or outbox, with the photo as original), note
     the answer in the history, and drop the face from the review store. Returns (where it went, a
-    warning or None). A store failure the outbox cannot take raises; then nothing has changed."""
-    crop = load_crop(settings, item)
-    try:  # how the crop was cut; a copy kept before that was recorded was cut by the Haar box
-        geometry = open_store(review_uri(settings)).metadata(item.crop_key).get("crop-geometry") or LEGACY
-    except FacexprError:
-        geometry = LEGACY
+    warning or None). A store failure the outbox cannot take raises; then nothing has changed.
+
+    To change an answer just given (a mistyped key), pass the CROP kept from it and the SaveResult it
+    REPLACES: the crop moves to the new label (one face, one label) and the history's feedback follows."""
+    geometry = LEGACY
+    if crop is None:
+        crop = load_crop(settings, item)
+        try:  # how the crop was cut; a copy kept before that was recorded was cut by the Haar box
+            geometry = open_store(review_uri(settings)).metadata(item.crop_key).get("crop-geometry") or LEGACY
+        except FacexprError:
+            pass
+    elif replaces is not None:
+        geometry = replaces.crop_geometry or LEGACY
     saved = save_crop(settings, crop, label, predicted=item.expression, confidence=item.confidence,
                       model_version=item.model_version, image_sha256=item.image_sha256,
-                      face_index=item.face_index, group=group, crop_geometry=geometry)
+                      face_index=item.face_index, group=group, crop_geometry=geometry, replaces=replaces)
     warning = None
     try:
         history.attach_feedback(item.record_id, saved.label, saved.confirmed, saved.object_key)
     except FacexprError as exc:  # HistoryBuffered included: the answer is kept and delivered later
         warning = str(exc)
-    try:
-        store = open_store(review_uri(settings))
-        store.delete(item.crop_key)
-        if item.photo_key and not [k for k in store.list_keys(item.image_sha256 + "/") if "/face-" in k]:
-            store.delete(item.photo_key)
-    except FacexprError as exc:
-        log.warning("review: could not drop %s: %s", item.crop_key, exc)  # it is answered: never queued again
+    if replaces is None:
+        try:
+            store = open_store(review_uri(settings))
+            store.delete(item.crop_key)
+            if item.photo_key and not [k for k in store.list_keys(item.image_sha256 + "/") if "/face-" in k]:
+                store.delete(item.photo_key)
+        except FacexprError as exc:
+            log.warning("review: could not drop %s: %s", item.crop_key, exc)  # answered: never queued again
     return saved, warning
 
 

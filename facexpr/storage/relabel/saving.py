@@ -54,6 +54,7 @@ class SaveResult:
     original_queued: bool = False
     synced: int = 0  # earlier outbox items delivered along with this save
     pending: int = 0  # outbox items still waiting after this save
+    crop_geometry: str | None = None  # how the crop was cut (Prediction.crop)
 
     @property
     def confirmed(self) -> bool:
@@ -164,7 +165,8 @@ def save_crop(settings: Settings, crop: np.ndarray, label: str, *, predicted: st
     return SaveResult(label=label, predicted=predicted, key=key, location=location, sha256=sha,
                       saved_at=saved_at, queued=queued, reason=reason,
                       already_stored=already, original_key=kept_as, original_location=original_location,
-                      original_queued=original_queued, synced=synced, pending=len(outbox))
+                      original_queued=original_queued, synced=synced, pending=len(outbox),
+                      crop_geometry=crop_geometry)
 
 
 def save_relabel(settings: Settings, prediction: Prediction, face_index: int, label: str,
