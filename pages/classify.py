@@ -15,6 +15,7 @@ from facexpr.app.ui import (
     relabel_counts,
     remember_photo,
     remembered_photo,
+    second_column_first_when_stacked,
     served_classifier,
     session_group,
     through_the_entry_script,
@@ -65,7 +66,9 @@ except FacexprError as exc:
     st.stop()
 remember_photo(photo)
 
-image_col, answer_col = st.columns([1, 1], gap="large")
+result = st.container(key="classify_result")
+second_column_first_when_stacked("classify_result")  # on a phone, the answer before the photo
+image_col, answer_col = result.columns([1, 1], gap="large")
 with image_col:
     st.image(draw_faces(prediction.gray, [f.box for f in prediction.faces]),
              caption="What the model sees: the gray image, faces marked", width="stretch")

@@ -96,3 +96,17 @@ def test_the_answer_is_still_there_after_another_page(browser, tmp_path, tiny_mo
         _main(page).locator("[class*='st-key-forget_photo'] button").click()
         _main(page).get_by_text("Choose a photo").wait_for(timeout=STEP_MS)
         assert _main(page).locator("h3").count() == 0
+
+
+def test_on_a_phone_the_answer_comes_before_the_photo(browser, tmp_path, tiny_model_path):  # noqa: F811
+    env = {"FACEXPR_DATA_DIR": str(tmp_path / "data"), "FACEXPR_MODEL": str(tiny_model_path)}
+    with app_server(tmp_path, env) as url:
+        for width, answer_first in ((390, True), (1280, False)):
+            with browser_page(browser, tmp_path, width=width, height=844) as page:
+                upload_and_read_answer(page, url)
+                answer = _main(page).locator("h3").first.bounding_box()
+                photo = _main(page).locator("[data-testid='stImage']").first.bounding_box()
+                if answer_first:  # stacked: the headline above the photo, on the first screen
+                    assert answer["y"] < photo["y"] and answer["y"] < 844, (answer, photo)
+                else:  # side by side: the photo on the left, the answer on the right
+                    assert photo["x"] < answer["x"], (answer, photo)

@@ -127,6 +127,22 @@ def close_sidebar_after_navigation(page_key: str) -> None:
                 width="content")
 
 
+STACKED_COLUMNS_PX = 640  # Streamlit's "sm" breakpoint: below it columns wrap one under another
+
+_SECOND_COLUMN_FIRST_CSS = """<style>
+@media (max-width: {stacked}px) {{
+  .st-key-{key} > [data-testid='stLayoutWrapper'] > [data-testid='stHorizontalBlock']
+    > [data-testid='stColumn']:nth-child(2) {{ order: -1; }}
+}}
+</style>"""
+
+
+def second_column_first_when_stacked(container_key: str) -> None:
+    """Where the columns of the container keyed CONTAINER_KEY stack (a phone), show the second one
+    first: on Classify the answer, which otherwise sat 1.5 screens below the photo."""
+    st.html(_SECOND_COLUMN_FIRST_CSS.format(stacked=STACKED_COLUMNS_PX, key=container_key))
+
+
 def upload_limits() -> str:
     """What the upload accepts, in the words shown where a photo is chosen: the formats, the
     server's size cap (.streamlit/config.toml) and the decoder's pixel limit, so they agree."""
