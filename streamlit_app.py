@@ -1,5 +1,7 @@
 """facexpr app entry: navigation over the pages and the shared sidebar."""
 
+from pathlib import Path
+
 import streamlit as st
 
 from facexpr.app.ui import close_sidebar_after_navigation, get_settings, model_selector, served_classifier
@@ -27,8 +29,11 @@ with st.sidebar:
                    + (f" · val accuracy {accuracy:.1%}" if accuracy is not None else ""))
     except FacexprError as exc:
         st.error(str(exc))
+    relabeled = Path(settings.relabeled_uri)
+    # The folder's last two names (a full path wrapped over four lines of the sidebar); all of it on hover.
     st.caption("Images: " + (f"S3 bucket `{settings.s3_bucket}`" if settings.s3_bucket
-                             else f"local folder `{settings.data_dir / 'relabeled'}`"))
+                             else f"local folder `…/{relabeled.parent.name}/{relabeled.name}`"),
+               help=None if settings.s3_bucket else f"Corrections are stored under {relabeled}")
     st.caption("History: " + ("MongoDB" if settings.mongodb_uri else "embedded database"))
     close_sidebar_after_navigation(page.url_path)
 

@@ -110,3 +110,26 @@ def test_on_a_phone_the_answer_comes_before_the_photo(browser, tmp_path, tiny_mo
                     assert answer["y"] < photo["y"] and answer["y"] < 844, (answer, photo)
                 else:  # side by side: the photo on the left, the answer on the right
                     assert photo["x"] < answer["x"], (answer, photo)
+
+
+def test_the_heatmap_switch_starts_off_for_the_next_photo(browser, tmp_path, tiny_model_path):  # noqa: F811
+    """Switched on for one photo, then the next photo uploaded: the browser must not send the old
+    switch's state back as the new answer's (it did, and showed the new face's heatmap, switch drawn off)."""
+    from PIL import Image, ImageOps
+
+    from tests.test_e2e_browser import PHOTO
+
+    mirrored = tmp_path / "mirrored.png"
+    ImageOps.mirror(Image.open(PHOTO)).save(mirrored)
+    env = {"FACEXPR_DATA_DIR": str(tmp_path / "data"), "FACEXPR_MODEL": str(tiny_model_path)}
+    with app_server(tmp_path, env) as url, browser_page(browser, tmp_path) as page:
+        upload_and_read_answer(page, url)
+        heat = _main(page).get_by_text("Regions that raised")
+        _main(page).locator("[class*='st-key-explain'] label").click()
+        heat.wait_for(timeout=STEP_MS)
+        page.locator("[data-testid='stFileUploader'] input[type='file']").set_input_files(str(mirrored))
+        _main(page).get_by_text("mirrored.png").first.wait_for(timeout=STEP_MS)
+        _main(page).locator("[class*='st-key-explain'] input").wait_for(state="attached", timeout=STEP_MS)
+        page.wait_for_timeout(2000)  # any late rerun with a carried-over switch would draw the heatmap now
+        assert not _main(page).locator("[class*='st-key-explain'] input").is_checked()
+        assert heat.count() == 0
