@@ -86,11 +86,18 @@ if report is not None and not report.empty:
     st.subheader("Model versions")
     chart(charts.models_chart(report.models), "No predictions in this window.")
     share = {"format": "percent"}  # the shares are 0–1, shown as 62.5 % like the rest of the page
-    st.dataframe(report.models, hide_index=True, width="stretch", column_config={
-        "model_version": "model", "answered": "answers",
-        "mean_confidence": st.column_config.NumberColumn("mean confidence", **share),
-        "low_confidence_share": st.column_config.NumberColumn("share below 50%", **share),
-        "agreement": st.column_config.NumberColumn("agreement with people", **share),
+    # Short headers (the full names on hover): on a phone the table was cut at the right edge.
+    st.dataframe(report.models, hide_index=True, width="stretch",
+                 column_order=["model_version", "predictions", "agreement", "answered", "confirmed",
+                               "mean_confidence", "low_confidence_share"], column_config={
+        "model_version": "model",
+        "predictions": st.column_config.NumberColumn("faces", help="faces classified"),
+        "agreement": st.column_config.NumberColumn("agree", help="agreement with people", **share),
+        "answered": st.column_config.NumberColumn("answers", help="answers from people: the n behind agree"),
+        "confirmed": st.column_config.NumberColumn("conf.", help="answers that confirmed the model"),
+        "mean_confidence": st.column_config.NumberColumn("mean", help="mean confidence", **share),
+        "low_confidence_share": st.column_config.NumberColumn("< 50%", help="share of answers below 50 % "
+                                                                          "confidence", **share),
     })
 
 st.subheader("Offline (model card) beside live")
@@ -101,7 +108,7 @@ with offline:
     else:
         st.metric(f"Validation accuracy · {card.name}", percent(card.accuracy),
                   help=f"macro F1 {card.macro_f1}" if card.macro_f1 is not None else None)
-        st.caption("Validation set (rows: true label)")
+        st.caption("Validation set (rows: true label; each cell: count · share of its row)")
         chart(charts.confusion_chart(card.confusion, truth="true label"), "The card has no confusion matrix.")
 # Beside a card, only its own version's answers: other versions' would be another model's figures.
 mine = report.of_version(card.name) if report is not None and card is not None else report
@@ -112,7 +119,7 @@ with live:
                    "in the chosen window (every version: the versions table above)")
     if mine is not None:
         st.caption(mine.agreement_note[0].upper() + mine.agreement_note[1:])
-    st.caption("People's answers (rows: their label)")
+    st.caption("People's answers (rows: their label; each cell: count · share of its row)")
     chart(charts.confusion_chart(mine.confusion) if mine else None, "No answers from people yet.")
 st.caption("F1 per expression: the validation set beside people's answers to the same model")
 chart(charts.f1_chart(health.f1_comparison(card, mine)), "No per-class F1 to compare yet.")

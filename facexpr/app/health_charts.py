@@ -20,6 +20,10 @@ DAY = alt.X("yearmonthdate(day):O", title=None, axis=alt.Axis(format="%b %d", la
 COUNT_AXIS = alt.Axis(tickMinStep=1, format="d")  # counts: whole-number ticks, never 0.2, 0.4 …
 
 
+# Seven expression names on a phone-wide chart: angled and never dropped (a level axis hid three).
+EXPRESSION_AXIS = alt.Axis(labelAngle=-40, labelOverlap=False)
+
+
 def _nothing(frame: pd.DataFrame | None, column: str | None = None) -> bool:
     return frame is None or frame.empty or (column is not None and frame[column].fillna(0).sum() == 0)
 
@@ -99,7 +103,9 @@ def confusion_chart(confusion: pd.DataFrame, truth: str = "person's label") -> a
     base = alt.Chart(frame).encode(
         x=alt.X("predicted:N", sort=list(EXPRESSIONS), title="predicted",
                 axis=alt.Axis(labelAngle=-40, labelOverlap=False)),
-        y=alt.Y("label:N", sort=list(EXPRESSIONS), title=f"{truth} (count · share of the row)"),
+        # A short title: "person's label (count · share of the row)" was clipped on a phone; the
+        # page's caption says what a cell holds.
+        y=alt.Y("label:N", sort=list(EXPRESSIONS), title=truth),
     )
     cells = base.mark_rect().encode(
         color=alt.Color("rate:Q", scale=alt.Scale(scheme="blues", domain=[0, 1]), legend=None),
@@ -168,7 +174,7 @@ def f1_chart(comparison: pd.DataFrame) -> alt.Chart | None:
     if _nothing(comparison):
         return None
     return alt.Chart(comparison).mark_bar().encode(
-        x=alt.X("expression:N", sort=list(EXPRESSIONS), title=None, axis=alt.Axis(labelAngle=0)),
+        x=alt.X("expression:N", sort=list(EXPRESSIONS), title=None, axis=EXPRESSION_AXIS),
         xOffset="source:N",
         y=alt.Y("f1:Q", title="F1", scale=alt.Scale(domain=[0, 1])),
         color=alt.Color("source:N", title=None, scale=alt.Scale(range=["#577590", AGREE])),
@@ -183,7 +189,7 @@ def relabels_chart(relabels: pd.DataFrame) -> alt.Chart | None:
     long = relabels.melt(id_vars=["label"], value_vars=["confirmed", "corrected"], var_name="answer",
                          value_name="images")
     return alt.Chart(long).mark_bar().encode(
-        x=alt.X("label:N", sort=list(EXPRESSIONS), title=None, axis=alt.Axis(labelAngle=0)),
+        x=alt.X("label:N", sort=list(EXPRESSIONS), title=None, axis=EXPRESSION_AXIS),
         y=alt.Y("images:Q", title="images", axis=COUNT_AXIS),
         color=alt.Color("answer:N", title=None, scale=alt.Scale(domain=["confirmed", "corrected"],
                                                                range=[AGREE, CORRECT])),
