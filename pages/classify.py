@@ -71,7 +71,10 @@ second_column_first_when_stacked("classify_result")  # on a phone, the answer be
 image_col, answer_col = result.columns([1, 1], gap="large")
 with image_col:
     st.image(draw_faces(prediction.gray, [f.box for f in prediction.faces]),
-             caption="What the model sees: the gray image, faces marked", width="stretch")
+             # Named: a file the uploader refuses (over its size cap) never reaches this page, so the
+             # answer on screen must say which file it belongs to.
+             caption=f"{photo.name}: what the model sees, the gray image with its faces marked",
+             width="stretch")
     st.caption(f"{prediction.latency_ms['total']:.0f} ms · model {prediction.model_version}")
 
 with answer_col:

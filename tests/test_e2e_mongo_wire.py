@@ -40,7 +40,7 @@ def upload(page, url: str, photo) -> str:
     page.locator("[data-testid='stFileUploader'] input[type='file']").set_input_files(str(photo))
     headline = _main(page).locator("h3").first
     headline.wait_for(timeout=SLOW_MS)
-    return headline.inner_text().strip().lower()
+    return headline.inner_text().strip().lower().split(" or ")[0]  # "Neutral or sad?": unsure
 
 
 def open_model_health(page) -> None:

@@ -133,3 +133,20 @@ def test_the_heatmap_switch_starts_off_for_the_next_photo(browser, tmp_path, tin
         page.wait_for_timeout(2000)  # any late rerun with a carried-over switch would draw the heatmap now
         assert not _main(page).locator("[class*='st-key-explain'] input").is_checked()
         assert heat.count() == 0
+
+
+def test_an_answer_on_screen_names_its_file_when_a_bigger_one_is_refused(browser, tmp_path,  # noqa: F811
+                                                                        tiny_model_path):
+    """The uploader refuses a file over its cap in the browser: the server never hears of it, so the
+    answer on screen stays, and it must say which file it belongs to."""
+    from tests.test_e2e_browser import FIXTURES
+
+    big = tmp_path / "huge.jpg"
+    big.write_bytes((FIXTURES / "astronaut.jpg").read_bytes() + bytes(21 * 2**20))
+    env = {"FACEXPR_DATA_DIR": str(tmp_path / "data"), "FACEXPR_MODEL": str(tiny_model_path)}
+    with app_server(tmp_path, env) as url, browser_page(browser, tmp_path) as page:
+        upload_and_read_answer(page, url)
+        page.locator("[data-testid='stFileUploader'] input[type='file']").set_input_files(str(big))
+        page.get_by_text("File must be 20.0MB or smaller").wait_for(timeout=STEP_MS)
+        assert "astronaut.jpg: what the model sees" in _main(page).inner_text()
+        assert "huge.jpg: what the model sees" not in _main(page).inner_text()
