@@ -33,6 +33,7 @@ from tests.test_e2e_browser import (  # noqa: F401
     browser_page,
     screenshot_whole_page,
 )
+from tests.test_e2e_chooser import wait_until_idle
 from tests.test_page_learn import FAST
 from tests.test_retrain import add_corrections, checkerboard, registered
 from tests.test_review import answer
@@ -99,6 +100,7 @@ def test_review_retrain_promote_rollback(browser, tmp_path, tiny_model_path):  #
             page.keyboard.press("3")  # fear, the third expression; focus is on the sidebar link
             main.locator("[data-testid='stAlert']", has_text="Saved as fear").wait_for(timeout=STEP_MS)
             main.locator("h3", has_text="Happy").wait_for(timeout=STEP_MS)
+            wait_until_idle(page)  # the next face's buttons are new widgets: click once they are bound
             main.locator("[class*='st-key-review_label_happy-'] button").click()
             main.locator("[data-testid='stAlert']", has_text="Confirmed").wait_for(timeout=STEP_MS)
             main.get_by_text("Nothing to review").wait_for(timeout=STEP_MS)
