@@ -20,7 +20,8 @@ import numpy as np
 from facexpr.core.labels import INDEX
 from facexpr.core.types import Box
 from facexpr.model.classifier import load_classifier
-from facexpr.photo.faces import crop_face, detect_faces
+from facexpr.photo.detectors.haar import haar_boxes as detect_faces  # these sweeps are of the Haar box
+from facexpr.photo.faces import crop_face
 from facexpr.photo.imaging import decode_gray
 
 

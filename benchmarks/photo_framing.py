@@ -27,7 +27,8 @@ from facexpr.core.labels import EXPRESSIONS, INDEX
 from facexpr.core.types import Box
 from facexpr.learn.evaluate import report
 from facexpr.model.classifier import load_classifier
-from facexpr.photo.faces import crop_face, detect_faces
+from facexpr.photo.detectors.haar import haar_boxes as detect_faces  # these sweeps are of the Haar box
+from facexpr.photo.faces import crop_face
 from facexpr.photo.imaging import decode_gray
 
 SCALES = (0.80, 0.85, 0.90, 0.95, 1.00, 1.05)

@@ -6,7 +6,8 @@ model's card says (`CropGeometry`, facexpr.photo.geometry; the card's `crop`):
 - "fer-template" (every model trained on FER2013): BlazeFace finds the face, the face mesh its
   eye centres and mouth, and those are mapped onto where FER2013's own faces have them
   (facexpr.photo.align). A face that fills the image is found too (the detector tries again
-  inside a grey border), so an avatar or an ID photo is read like any other.
+  inside a grey border), so an avatar or an ID photo is read like any other, and so is a face far
+  from the camera, down to about a twentieth of the photo's side (overlapping tiles).
 - "haar-box": OpenCV's Haar box, a square of CROP_SCALE × its side (the framing chosen in
   benchmarks/SELECTION.md, rule 1): how photos were cut before alignment, kept for the models
   fine-tuned on corrections cut that way (a rollback to one gets its own crop).
