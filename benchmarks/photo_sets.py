@@ -94,20 +94,16 @@ class _Plain:
         return crop
 
 
-def _plain(geometry: CropGeometry) -> _Plain:
-    return _Plain(geometry)
-
-
 def _haar_box_as_is(gray: np.ndarray) -> np.ndarray | None:
     face = _largest(find_faces(gray, HAAR_BOX))
     return None if face is None else crop_face(gray, face.box, 1.0, 0.0)
 
 
 CANDIDATES: dict[str, Callable[[np.ndarray], np.ndarray | None]] = {
-    "T": _plain(HAAR_BOX),
+    "T": _Plain(HAAR_BOX),
     "T0": _haar_box_as_is,
-    "M": _plain(FER_TEMPLATE),
-    "K": _plain(CropGeometry(detector="blazeface-keypoints")),
+    "M": _Plain(FER_TEMPLATE),
+    "K": _Plain(CropGeometry(detector="blazeface-keypoints")),
     "MH": _with_fallback(FER_TEMPLATE, HAAR_BOX),
 }
 
@@ -166,9 +162,9 @@ def main(argv: list[str] | None = None) -> int:
     classifier = load_classifier(args.model)
     names = args.candidates.split(",")
     # "served": the crop the model's own card asks for (make bench's "after")
-    candidates = {n: _plain(classifier.geometry) if n == "served" else CANDIDATES[n] for n in names}
+    candidates = {n: _Plain(classifier.geometry) if n == "served" else CANDIDATES[n] for n in names}
     for scale in filter(None, args.scales.split(",")):
-        candidates[f"M@{float(scale):.2f}"] = _plain(CropGeometry(template_scale=float(scale)))
+        candidates[f"M@{float(scale):.2f}"] = _Plain(CropGeometry(template_scale=float(scale)))
     sets = {name: load_set(name) for name in SETS}
     results: dict = {"model": classifier.version, "detector_warmup": True, "sets": {}, "rule": {}}
     hits: dict[str, dict[str, np.ndarray]] = {c: {} for c in candidates}

@@ -33,7 +33,7 @@ except FacexprError as exc:
 
 done = st.session_state.get("review_last")
 if done:
-    (st.warning if done.queued else st.success)(done.message().rsplit(" Choose another", 1)[0])
+    (st.warning if done.queued else st.success)(done.message(how_to_change=False))  # changed below
     if st.session_state.get("review_last_warning"):
         st.warning(st.session_state["review_last_warning"])
     # A mistyped key is undone here: the last face's answer can be changed until the next one is given.

@@ -110,25 +110,24 @@ def widths_arg(text: str) -> tuple[int, ...]:
     return widths
 
 
-def fraction_arg(text: str) -> float:
-    """A weight in [0, 0.5): above that the FER+ votes, not the FER2013 label, would decide the target."""
+def _number_in(text: str, inside, expected: str) -> float:
+    """TEXT as a float for which INSIDE(value) holds, else argparse's error naming EXPECTED."""
     try:
         value = float(text)
     except ValueError:
-        value = -1.0
-    if not 0.0 <= value < 0.5:
-        raise argparse.ArgumentTypeError(f"expected a number from 0 to below 0.5, got {text!r}")
+        value = float("nan")
+    if not inside(value):
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
     return value
+
+
+def fraction_arg(text: str) -> float:
+    """A weight in [0, 0.5): above that the FER+ votes, not the FER2013 label, would decide the target."""
+    return _number_in(text, lambda v: 0.0 <= v < 0.5, "a number from 0 to below 0.5")
 
 
 def share_arg(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0.0 < value < 1.0:
-        raise argparse.ArgumentTypeError(f"expected a share between 0 and 1 (exclusive), got {text!r}")
-    return value
+    return _number_in(text, lambda v: 0.0 < v < 1.0, "a share between 0 and 1 (exclusive)")
 
 
 def port_arg(text: str) -> int:

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from facexpr.core.labels import EXPRESSIONS, NUM_CLASSES
-from facexpr.photo.geometry import CropGeometry
+from facexpr.photo.geometry import FER_TEMPLATE, CropGeometry
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
@@ -63,7 +63,7 @@ class LabelledCrops:
     ready: int  # images taken as ready crops (≤ 64 px), not searched for faces
 
 
-def labelled_crops(root: Path, faces: str = "auto", geometry: CropGeometry | None = None) -> LabelledCrops:
+def labelled_crops(root: Path, faces: str = "auto", geometry: CropGeometry = FER_TEMPLATE) -> LabelledCrops:
     """Cut every image under ROOT/<expression>/ the way GEOMETRY (a model's card) says."""
     from facexpr.core.errors import DataError, FacexprError
     from facexpr.core.labels import INDEX
@@ -80,7 +80,7 @@ def labelled_crops(root: Path, faces: str = "auto", geometry: CropGeometry | Non
     def cut(path: Path) -> tuple[np.ndarray | None, np.ndarray | None, bool]:
         try:
             gray = decode_gray(path.read_bytes())
-            mode, boxes, crops = find_crops(gray, faces, *([geometry] if geometry else []))
+            mode, boxes, crops = find_crops(gray, faces, geometry)
         except (FacexprError, OSError):
             return None, None, False
         largest = max(range(len(boxes)), key=lambda i: boxes[i].w * boxes[i].h, default=None)

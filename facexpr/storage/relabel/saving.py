@@ -70,8 +70,9 @@ class SaveResult:
         """Where the label's crops are (the location without the crop's content-hash file name)."""
         return self.location.rsplit("/", 1)[0] + "/"
 
-    def message(self) -> str:
-        """What a person needs: the label kept, where, and how to change it (not the file's hash name)."""
+    def message(self, how_to_change: bool = True) -> str:
+        """What a person needs: the label kept, where, and (HOW_TO_CHANGE) how to change it on a page
+        where choosing another expression does that; never the file's hash name."""
         verb = f"Confirmed as {self.label}" if self.confirmed else f"Saved as {self.label}"
         change = "Choose another expression and save again to change it."
         if self.queued:
@@ -82,7 +83,7 @@ class SaveResult:
             text += f". The original image waits in the outbox ({self.reason})"
         if self.synced:
             text += f". Also delivered {self.synced} item(s) from the outbox"
-        return f"{text}. {change}"
+        return f"{text}. {change}" if how_to_change else f"{text}."
 
 
 def check_crop(crop: np.ndarray) -> np.ndarray:
