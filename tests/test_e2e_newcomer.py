@@ -148,5 +148,6 @@ def test_an_answer_on_screen_names_its_file_when_a_bigger_one_is_refused(browser
         upload_and_read_answer(page, url)
         page.locator("[data-testid='stFileUploader'] input[type='file']").set_input_files(str(big))
         page.get_by_text("File must be 20.0MB or smaller").wait_for(timeout=STEP_MS)
-        assert "astronaut.jpg: what the model sees" in _main(page).inner_text()
-        assert "huge.jpg: what the model sees" not in _main(page).inner_text()
+        # waited for, not read at once: the page may still be redrawing after the refusal
+        _main(page).get_by_text("astronaut.jpg: what the model sees").wait_for(timeout=STEP_MS)
+        assert _main(page).get_by_text("huge.jpg: what the model sees").count() == 0
