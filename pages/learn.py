@@ -6,6 +6,7 @@ import streamlit as st
 from facexpr.app import jobs
 from facexpr.app.ui import get_settings, relabel_counts, served_classifier, through_the_entry_script
 from facexpr.core.errors import FacexprError
+from facexpr.learn.guardrail import cannot_pass
 from facexpr.learn.retrain import before_after_rows, recipe_from
 from facexpr.model.registry import ModelRegistry
 
@@ -37,8 +38,11 @@ except FacexprError as exc:
     st.error(str(exc))
     st.stop()
 st.caption(f"Recipe: {recipe.epochs} epochs over {recipe.replay:,} replayed training images, corrections "
-           f"{recipe.share:.0%} of every batch; {recipe.heldout:.0%} of the people held out to test on. "
-           "About 2–10 minutes on two CPU cores.")
+           f"{recipe.share:.0%} of every batch. Cross-fitted in {recipe.folds} folds: every correction is "
+           f"scored by a fine-tune that never saw it ({recipe.folds + 1} fine-tunes, about 2 minutes each on "
+           "two CPU cores). "
+           + (f"Labelled photos scored too: {settings.photos_val}." if settings.photos_val else
+              "No labelled photo folder (FACEXPR_PHOTOS_VAL) to score too."))
 
 
 def job_panel(polling: bool) -> None:
@@ -90,6 +94,9 @@ def job_panel(polling: bool) -> None:
         st.info("Set FACEXPR_TRAIN_DATA to the training data (a folder or s3:// URI with train/ and val/) "
                 "to retrain from the app; `python -m facexpr retrain --data URI` works meanwhile.")
     ready = bool(settings.train_data) and gathered.total > 0
+    hopeless = cannot_pass(gathered.total, bool(settings.photos_val))
+    if ready and hopeless:
+        st.warning(hopeless)
     if st.button("Retrain now", key="retrain_start", disabled=not ready, type="primary"):
         try:
             jobs.start(settings, settings.train_data)
@@ -115,7 +122,8 @@ if settings.model:
 if versions:
     st.dataframe(pd.DataFrame([{"name": v.name, "base": v.base, "created": v.created,
                                 "val": "—" if v.val_accuracy is None else v.val_accuracy,
-                                "held-out": "—" if v.heldout_accuracy is None else v.heldout_accuracy,
+                                "corrections": "—" if v.corrections_accuracy is None
+                                else v.corrections_accuracy,
                                 "guardrail": {True: "passed", False: "failed", None: "—"}[v.guardrail],
                                 "served": "yes" if v.served else ""} for v in versions]),
                  hide_index=True, key="versions_table")

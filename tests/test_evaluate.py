@@ -46,3 +46,23 @@ def test_evaluate_dir_counts_images_and_faces(tmp_path, tiny_classifier, blank_p
 def test_evaluate_dir_without_images_is_a_clear_error(tmp_path, tiny_classifier):
     with pytest.raises(DataError, match="No images"):
         evaluate_dir(tmp_path, tiny_classifier)
+
+
+def test_a_labelled_photo_folder_on_s3_is_cut_as_the_same_folder_on_disk(s3, tmp_path, astronaut_bytes,
+                                                                         blank_photo_bytes):
+    """FACEXPR_PHOTOS_VAL / `retrain --photos-val` may name an s3:// folder: it is read over S3 and
+    gives the faces the same folder gives on disk (stray keys and other folders left out)."""
+    from facexpr.learn.evaluate import labelled_crops
+
+    files = {"happy/a.jpg": astronaut_bytes, "angry/blank.png": blank_photo_bytes}
+    for key, data in files.items():
+        (tmp_path / key).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / key).write_bytes(data)
+        s3.client.put_object(Bucket=s3.bucket, Key=f"photos-val/{key}", Body=data)
+    s3.client.put_object(Bucket=s3.bucket, Key="photos-val/notes/x.jpg", Body=astronaut_bytes)
+    s3.client.put_object(Bucket=s3.bucket, Key="photos-val/readme.txt", Body=b"not a photo")
+    remote = labelled_crops(f"s3://{s3.bucket}/photos-val/")
+    local = labelled_crops(tmp_path)
+    assert remote.y_true.tolist() == local.y_true.tolist() and len(remote.y_true) == 2
+    assert [c is None for c in remote.crops] == [c is None for c in local.crops] == [True, False]
+    assert np.array_equal(remote.crops[1], local.crops[1])

@@ -82,8 +82,8 @@ def test_learn_page_retrains_in_the_background_then_promotes(tmp_path, tiny_mode
 
     at.run()
     table = at.dataframe[1].value
-    assert table["test set"].tolist() == ["FER2013 val", "held-out corrections"]
-    held = table.set_index("test set").loc["held-out corrections"]
+    assert table["test set"].tolist() == ["FER2013 val", "corrections (cross-fitted)"]
+    held = table.set_index("test set").loc["corrections (cross-fitted)"]
     assert float(held["before"]) == 0.0 and float(held["after"]) >= 0.8
     assert status.card["base"]["name"] == "tiny-served"
     assert status.card["guardrail"]["passed"], status.card["guardrail"]
@@ -93,14 +93,15 @@ def test_learn_page_retrains_in_the_background_then_promotes(tmp_path, tiny_mode
     assert np.isfinite(float(held["p (gain by chance)"]))
 
 
-def finished_retrain(settings, tiny_model_path, name: str, passed: bool, heldout_n: int = 0) -> None:
-    """A retrain that ended with NAME in the model store and its card in the job's status."""
+def finished_retrain(settings, tiny_model_path, name: str, passed: bool, scored: int = 0) -> None:
+    """A retrain that ended with NAME in the model store and its card in the job's status; SCORED
+    corrections were cross-fitted."""
     registered(settings, tiny_model_path, name, passed=passed)
-    figures = {"n": heldout_n, "before": 0.5 if heldout_n else None, "after": 0.6 if heldout_n else None,
-               "gained": 1 if heldout_n else 0, "lost": 0, "p_value": 0.5 if heldout_n else 1.0}
+    figures = {"n": scored, "before": 0.5 if scored else None, "after": 0.6 if scored else None,
+               "gained": 1 if scored else 0, "lost": 0, "p_value": 0.5 if scored else 1.0}
     card = {**ModelRegistry(settings).card(name), "wall_time_s": 3.0,
             "data": {"corrections": {"counts": {"happy": 12}}},
-            "comparison": {"heldout": figures, "val": {**figures, "n": 4, "before": 0.5, "after": 0.5,
+            "comparison": {"corrections": figures, "val": {**figures, "n": 4, "before": 0.5, "after": 0.5,
                                                        "gained": 0, "p_value": 1.0}}}
     jobs.write_status(settings, jobs.JobStatus(state="done", name=name, card=card))
 
@@ -122,12 +123,27 @@ def test_a_candidate_promoted_from_the_cli_is_not_offered_for_discard(tiny_model
 
 def test_a_test_set_without_faces_shows_a_dash_and_a_failed_one_says_why_promote_is_off(tiny_model_path):
     settings = load_settings()
-    finished_retrain(settings, tiny_model_path, "no-heldout", passed=False, heldout_n=0)
+    finished_retrain(settings, tiny_model_path, "no-heldout", passed=False, scored=0)
     at = AppTest.from_file(LEARN, default_timeout=60).run()
     assert not at.exception
-    held = at.dataframe[1].value.set_index("test set").loc["held-out corrections"]
+    held = at.dataframe[1].value.set_index("test set").loc["corrections (cross-fitted)"]
     assert held["faces"] == 0 and {held["before"], held["after"], held["p (gain by chance)"]} == {"—"}
     assert at.button(key="retrain_promote").disabled and not at.button(key="retrain_discard").disabled
     assert any("failed the guardrail" in c.value and "--force" in c.value for c in at.caption)
     at.button(key="retrain_discard").click().run()
     assert not at.exception and "no-heldout" not in ModelRegistry(settings).names()
+
+
+def test_a_retrain_that_cannot_pass_is_said_before_it_runs(tmp_path, monkeypatch):
+    """One labeller with three corrections: the page says why the guardrail cannot pass and what would
+    fix it before anyone waits for a retrain; a labelled photo folder is evidence of its own."""
+    settings = load_settings()
+    add_corrections(settings, checkerboard, "disgust", 3)
+    monkeypatch.setenv("FACEXPR_TRAIN_DATA", str(tmp_path / "fer"))
+    at = AppTest.from_file(LEARN, default_timeout=60).run()
+    assert not at.exception and not at.button(key="retrain_start").disabled
+    assert any("cannot pass" in w.value and "at least 2 more" in w.value for w in at.warning)
+    monkeypatch.setenv("FACEXPR_PHOTOS_VAL", str(tmp_path / "photos"))
+    at = AppTest.from_file(LEARN, default_timeout=60).run()
+    assert not any("cannot pass" in w.value for w in at.warning)
+    assert any(str(tmp_path / "photos") in c.value for c in at.caption)

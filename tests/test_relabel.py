@@ -100,7 +100,7 @@ def test_save_stores_crop_under_label_and_original_once(backend):
     assert store.metadata(result.key) == {
         "predicted-expression": "happy", "confidence": "0.700000", "model-version": "model-v1",
         "saved-at": "2026-05-01T12:00:00+00:00", "label": "sad",
-        "image-sha256": sha(upload)}  # which photo it came from (for retrain's held-out split)
+        "image-sha256": sha(upload)}  # which photo it came from (for retrain's cross-fitting folds)
     assert open_store(originals_uri(backend)).get(result.original_key) == upload
 
 

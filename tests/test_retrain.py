@@ -3,6 +3,7 @@ the registry decides what is served, and import-corrections takes the Classify p
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import numpy as np
@@ -12,8 +13,9 @@ from facexpr.cli import main
 from facexpr.core.config import load_settings
 from facexpr.core.errors import ModelError
 from facexpr.core.labels import INDEX
-from facexpr.learn.correction_set import split_heldout
-from facexpr.learn.guardrail import judge, sign_test
+from facexpr.learn.correction_set import Corrections, assign_folds
+from facexpr.learn.data import Dataset
+from facexpr.learn.guardrail import cannot_pass, fewest_changes_to_pass, judge, sign_test
 from facexpr.learn.retrain import RetrainRecipe, batch_schedule, retrain
 from facexpr.learn.train import Recipe, train
 from facexpr.model.classifier import load_classifier
@@ -53,13 +55,17 @@ def checkerboard(rng) -> np.ndarray:
     return np.clip(board + rng.normal(0, 10, board.shape), 0, 255).astype(np.uint8)
 
 
-def add_corrections(settings, make, label: str, n: int, people: int = 6, seed: int = 0,
+def add_corrections(settings, make, label: str | list[str], n: int, people: int = 6, seed: int = 0,
                     crop_geometry: str | None = "fer-template") -> list[np.ndarray]:
+    """N crops made by MAKE saved as corrections under LABEL (or the i-th of a list of labels), from
+    PEOPLE people (None: one labeller in one session, every crop from its own photo)."""
     rng = np.random.default_rng(seed)
     crops = [make(rng) for _ in range(n)]
     for i, crop in enumerate(crops):
-        save_crop(settings, crop, label, predicted="happy", confidence=0.5, model_version="base-tiny",
-                  group=f"person{i % people}", crop_geometry=crop_geometry)
+        save_crop(settings, crop, label if isinstance(label, str) else label[i], predicted="happy",
+                  confidence=0.5, model_version="base-tiny",
+                  group=f"person{i % people}" if people else "one-session", crop_geometry=crop_geometry,
+                  image_sha256=None if people else hashlib.sha256(crop.tobytes()).hexdigest())
     return crops
 
 
@@ -85,12 +91,14 @@ def test_corrections_teach_a_pattern_the_base_never_predicts(fer, base_model, ca
     registry = ModelRegistry(settings)
     card = registry.card("boards")
     assert card["base"]["name"] == "base-tiny"
-    counts = card["data"]["corrections"]["counts"], card["data"]["heldout"]["counts"]
-    assert counts[0]["disgust"] + counts[1]["disgust"] == 36
-    assert card["data"]["heldout"]["groups"] >= 1 and card["data"]["replay"]["n"] == 140
-    held = card["comparison"]["heldout"]
-    assert held["before"] == 0.0 and held["after"] >= 0.8  # checkerboards it never trained on
-    assert "held-out corrections" in out and "the guardrail" in out and "boards" in out
+    assert card["data"]["corrections"]["counts"]["disgust"] == 36 and card["data"]["replay"]["n"] == 140
+    assert card["data"]["cross_fitting"] | {"rule": ""} == {"folds": 3, "by": "people", "units": 6,
+                                                            "sizes": [12, 12, 12], "rule": ""}
+    crossfit = card["comparison"]["corrections"]
+    assert crossfit["n"] == 36  # every correction, each scored by a fold that never saw it
+    assert crossfit["before"] == 0.0 and crossfit["after"] >= 0.8 and crossfit["lost"] == 0
+    assert card["guardrail"]["passed"], card["guardrail"]
+    assert "corrections (cross-fitted)" in out and "the guardrail" in out and "boards" in out
     fresh = np.stack([checkerboard(np.random.default_rng(99 + i)) for i in range(5)])
     retrained = load_classifier(registry.local_path("boards"))
     assert retrained.version == "boards"
@@ -129,14 +137,58 @@ def test_judge_rules_fixed_beforehand():
     assert sign_test(5, 0) == pytest.approx(1 / 32) and sign_test(0, 0) == 1.0
 
 
-def test_heldout_split_keeps_groups_whole_and_stable():
-    groups = [f"group:p{i % 7}" for i in range(70)]
-    train_idx, held_idx = split_heldout(groups, 0.2)
-    held = {groups[i] for i in held_idx}
-    assert held and held.isdisjoint(groups[i] for i in train_idx)
-    more = groups + [f"group:q{i}" for i in range(20)]
-    assert {more[i] for i in split_heldout(more, 0.2)[1]} >= held  # a group never changes side
-    assert len(split_heldout(["group:a", "group:a"], 0.2)[1]) == 0  # one group: nothing to hold out
+def corrections_of(groups: list[str], photos: list[str]) -> Corrections:
+    n = len(groups)
+    data = Dataset(np.zeros((n, 48, 48), np.uint8), np.zeros(n, np.int64), [f"k{i}" for i in range(n)], "t")
+    return Corrections(data, groups, photos, [""] * n, ["fer-template"] * n)
+
+
+def test_folds_keep_people_whole_and_fall_back_to_photos_for_one_labeller():
+    people = [f"group:p{i % 7}" for i in range(70)]
+    folds = assign_folds(corrections_of(people, [f"image:{i}" for i in range(70)]), 3)
+    assert (folds.k, folds.by, folds.units) == (3, "people", 7) and sum(folds.sizes()) == 70
+    for person in set(people):  # a person's corrections are all in one fold
+        assert len({int(folds.of[i]) for i, g in enumerate(people) if g == person}) == 1
+    assert min(folds.sizes()) >= 20  # 7 people dealt into 3 folds: 3 + 2 + 2
+    # One labeller in one session: whole photos instead (two faces of one photo stay together).
+    photos = [f"image:{i // 2}" for i in range(12)]
+    alone = assign_folds(corrections_of(["group:me"] * 12, photos), 3)
+    assert (alone.k, alone.by, alone.units) == (3, "photos", 6)
+    assert all(alone.of[i] == alone.of[i + 1] for i in range(0, 12, 2))
+    few = assign_folds(corrections_of(["group:me"] * 2, ["crop:a", "crop:b"]), 5)
+    assert (few.k, few.by) == (2, "faces")  # never more folds than units
+    one = assign_folds(corrections_of(["group:me"], ["image:x"]), 3)
+    assert one.k == 0 and (one.of == -1).all()  # nothing to split
+
+
+def test_one_labeller_in_one_session_can_pass_and_shuffled_labels_cannot(fer, base_model, tmp_path,
+                                                                          monkeypatch):
+    """Issue 22: one labeller's dozen corrections carry real evidence once every correction is
+    scored by a fine-tune that never saw it; the same faces with shuffled labels are refused."""
+    monkeypatch.setenv("FACEXPR_DATA_DIR", str(tmp_path / "real"))
+    settings = load_settings()
+    add_corrections(settings, checkerboard, "disgust", 12, people=None)
+    result = retrain(settings, str(fer), "one-labeller", tiny_retrain(share=0.5, learning_rate=0.05),
+                     base_path=str(base_model))
+    card = result.record
+    assert card["data"]["cross_fitting"]["by"] == "photos" and card["data"]["cross_fitting"]["folds"] == 3
+    assert card["comparison"]["corrections"]["gained"] >= fewest_changes_to_pass()
+    assert result.passed, card["guardrail"]
+
+    monkeypatch.setenv("FACEXPR_DATA_DIR", str(tmp_path / "shuffled"))
+    settings = load_settings()
+    labels = [label for label in INDEX for _ in range(3)][:21]
+    np.random.default_rng(3).shuffle(labels)
+    add_corrections(settings, checkerboard, labels, 21, people=None)
+    result = retrain(settings, str(fer), "shuffled", tiny_retrain(share=0.5, learning_rate=0.05),
+                     base_path=str(base_model))
+    assert not result.passed and "no gain beyond noise" in result.record["guardrail"]["reason"]
+
+
+def test_too_few_corrections_are_said_before_a_retrain():
+    assert fewest_changes_to_pass() == 5 and sign_test(5, 0) < 0.05 <= sign_test(4, 0)
+    assert "Confirm or correct at least 2 more" in cannot_pass(3, photo_folder=False)
+    assert cannot_pass(3, photo_folder=True) is None and cannot_pass(5, photo_folder=False) is None
 
 
 def test_batches_hold_the_share_of_corrections():
@@ -153,7 +205,7 @@ def registered(settings, tiny_model_path, name: str, passed: bool = True):
     card = json.loads(tiny_model_path.with_suffix(".json").read_text())
     card.update(name=name, trained_at=f"2026-02-0{len(name) % 9 + 1}T00:00:00+00:00",
                 base={"name": "tiny-test"},
-                after={"val": {"accuracy": 0.5}, "heldout": {"accuracy": 0.9, "n": 10}},
+                after={"val": {"accuracy": 0.5}, "corrections": {"accuracy": 0.9, "n": 10}},
                 guardrail={"passed": passed, "reason": "test", "rules": []})
     work = settings.data_dir / "work"
     work.mkdir(parents=True, exist_ok=True)

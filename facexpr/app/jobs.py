@@ -124,7 +124,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
     values = {"FACEXPR_MODEL": settings.model, "FACEXPR_DATA_DIR": str(settings.data_dir),
               "FACEXPR_S3_BUCKET": settings.s3_bucket, "FACEXPR_S3_PREFIX": settings.s3_prefix,
               "FACEXPR_MONGODB_URI": settings.mongodb_uri, "FACEXPR_MONGODB_DB": settings.mongodb_db,
-              "FACEXPR_TRAIN_DATA": settings.train_data, "FACEXPR_RETRAIN_RECIPE": settings.retrain_recipe}
+              "FACEXPR_TRAIN_DATA": settings.train_data, "FACEXPR_RETRAIN_RECIPE": settings.retrain_recipe,
+              "FACEXPR_PHOTOS_VAL": settings.photos_val}
     return {k: v for k, v in values.items() if v}
 
 
@@ -177,7 +178,8 @@ def _run_worker(data_uri: str, name: str | None) -> int:
         write_status(settings, current)
 
     try:
-        result = retrain(settings, data_uri, name, recipe_from(settings.retrain_recipe), progress=progress)
+        result = retrain(settings, data_uri, name, recipe_from(settings.retrain_recipe),
+                         photos_val=settings.photos_val, progress=progress)
         current.name = ModelRegistry(settings).add(result.keras_path)
         current.card = result.record
         current.state, current.progress = "done", 1.0

@@ -47,7 +47,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     from facexpr.model.registry import ModelRegistry
 
     recipe = RetrainRecipe()
-    for option in ("epochs", "share", "replay", "seed", "learning_rate", "heldout"):
+    for option in ("epochs", "share", "replay", "seed", "learning_rate", "folds"):
         if getattr(args, option) is not None:
             setattr(recipe, option, getattr(args, option))
     settings = load_settings()
@@ -63,8 +63,8 @@ def cmd_retrain(args: argparse.Namespace) -> int:
             print(f"\r[{percent:3d}%] {message:<60}", end="\n" if fraction >= 1 else "", file=sys.stderr,
                   flush=True)
 
-    result = retrain(settings, args.data, args.out, recipe, photos_val=args.photos_val, base_path=args.model,
-                     progress=progress)
+    result = retrain(settings, args.data, args.out, recipe, photos_val=args.photos_val or settings.photos_val,
+                     base_path=args.model, progress=progress)
     name = registry.add(result.keras_path)
     card = result.record
     print(f"Wrote {name} to the model store {registry.uri} (base {card['base']['name']}, "
@@ -84,15 +84,18 @@ def cmd_retrain(args: argparse.Namespace) -> int:
 
 
 def before_after(card: dict) -> str:
-    rows = [("FER2013 val", "val"), ("held-out corrections", "heldout"), ("photos", "photos")]
-    lines = [f"{'':24s}{'before':>8s}{'after':>8s}{'n':>7s}"]
-    for title, key in rows:
-        if key in card["before"]:
-            b, a = card["before"][key], card["after"][key]
-            fmt = lambda v: f"{v:8.4f}" if v is not None else f"{'-':>8s}"  # noqa: E731
-            lines.append(f"{title:24s}{fmt(b['accuracy'] if b['n'] else None)}"
-                         f"{fmt(a['accuracy'] if a['n'] else None)}{b['n']:7d}")
-    return "\n".join(lines)
+    """The retrain's before/after table as the Learn page shows it (learn.retrain.before_after_rows)."""
+    from facexpr.learn.retrain import before_after_rows
+
+    rows = before_after_rows(card)
+    if not rows:
+        return ""
+    widths = {k: max(len(k), *(len(str(r[k])) for r in rows)) for k in rows[0]}
+
+    def line(cells: dict) -> str:  # the first column (the test set) left-aligned, figures right
+        return "  ".join(str(cells[k]).rjust(w) if i else str(cells[k]).ljust(w)
+                         for i, (k, w) in enumerate(widths.items()))
+    return "\n".join([line({k: k for k in widths}), *map(line, rows)])
 
 
 def cmd_import_corrections(args: argparse.Namespace) -> int:

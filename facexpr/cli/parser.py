@@ -104,11 +104,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="corrections' share of every batch (default 0.25)")
     p.add_argument("--replay", type=int, default=None, help="training images replayed (default 2800)")
     p.add_argument("--learning-rate", type=float, default=None, help="peak learning rate (default 0.005)")
-    p.add_argument("--heldout", type=float, default=None,
-                   help="fraction of correction groups held out to test on (default 0.2)")
+    p.add_argument("--folds", type=int, default=None,
+                   help="cross-fitting folds: each correction is scored by a fine-tune that never saw it "
+                        "(default 3; costs folds + 1 fine-tunes)")
     p.add_argument("--seed", type=int, default=None, help="seed of the replay and the fine-tune (1234)")
     p.add_argument("--photos-val", default=None, metavar="DIR",
-                   help="labelled photos DIR/<expression>/<image> to score before and after")
+                   help="labelled photos DIR/<expression>/<image> (a folder or s3://) to score before and "
+                        "after (default FACEXPR_PHOTOS_VAL)")
     p.add_argument("--model", default=None, help="start from this model instead of the served one")
     p.add_argument("--promote", action="store_true", help="serve the new version if it passes the guardrail")
     p.set_defaults(func=cmd_retrain)
@@ -128,8 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir", metavar="DIR", help="labelled photos DIR/<expression>/<image>")
     p.add_argument("--source", default="import", help="history source of these answers (default import)")
     p.add_argument("--group", default=None, metavar="REGEX",
-                   help="regex whose first group in the file name names the person (kept together "
-                        "by retrain's held-out split), e.g. '^[AB](\\w\\d\\d)' for KDEF")
+                   help="regex whose first group in the file name names the person (kept in one "
+                        "cross-fitting fold by retrain), e.g. '^[AB](\\w\\d\\d)' for KDEF")
     p.add_argument("--model", default=None, help="model file (default: the served model)")
     p.set_defaults(func=cmd_import_corrections)
 

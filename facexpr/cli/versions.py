@@ -18,11 +18,11 @@ def cmd_models(args: argparse.Namespace) -> int:
         print(f"The model store {registry.uri} is empty: the shipped model in models/ is served.")
         return 0
     fmt = lambda v: f"{v:.4f}" if isinstance(v, float) else "—"  # noqa: E731
-    print(f"{'name':32s} {'base':20s} {'created':26s} {'val':>7s} {'held-out':>8s} guardrail served")
+    print(f"{'name':32s} {'base':20s} {'created':26s} {'val':>7s} {'corrections':>11s} guardrail served")
     for v in versions:
         verdict = {True: "passed", False: "failed", None: "-"}[v.guardrail]
         print(f"{v.name:32s} {v.base or '-':20s} {v.created or '-':26s} {fmt(v.val_accuracy):>7s} "
-              f"{fmt(v.heldout_accuracy):>8s} {verdict:9s} {'yes' if v.served else ''}")
+              f"{fmt(v.corrections_accuracy):>11s} {verdict:9s} {'yes' if v.served else ''}")
     if registry.served() is None:
         print("None is served: the shipped model in models/ answers.")
     return 0

@@ -63,23 +63,35 @@ class LabelledCrops:
     ready: int  # images taken as ready crops (≤ 64 px), not searched for faces
 
 
-def labelled_crops(root: Path, faces: str = "auto", geometry: CropGeometry = FER_TEMPLATE) -> LabelledCrops:
-    """Cut every image under ROOT/<expression>/ the way GEOMETRY (a model's card) says."""
+def labelled_crops(root: str | Path, faces: str = "auto", geometry: CropGeometry = FER_TEMPLATE
+                   ) -> LabelledCrops:
+    """Cut every image under ROOT/<expression>/ (a folder, or an s3:// URI) the way GEOMETRY (a
+    model's card) says."""
     from facexpr.core.errors import DataError, FacexprError
     from facexpr.core.labels import INDEX
     from facexpr.photo.faces import find_crops, resize_crop
     from facexpr.photo.imaging import decode_gray
+    from facexpr.storage.store import open_store
 
-    if not root.is_dir():
-        raise DataError(f"{root} is not a folder.")
-    files = sorted(p for d in root.iterdir() if d.is_dir() and d.name in INDEX
-                   for p in d.iterdir() if p.is_file() and not p.name.startswith("."))
+    if str(root).startswith("s3://"):
+        store = open_store(str(root))
+        keys = sorted(k for k in store.list_keys() if k.count("/") == 1 and k.split("/")[0] in INDEX
+                      and not k.rsplit("/", 1)[-1].startswith("."))
+        files = [Path(k) for k in keys]
+        read = {Path(k): (lambda k=k: store.get(k)) for k in keys}
+    else:
+        root = Path(root)
+        if not root.is_dir():
+            raise DataError(f"{root} is not a folder.")
+        files = sorted(p for d in root.iterdir() if d.is_dir() and d.name in INDEX
+                       for p in d.iterdir() if p.is_file() and not p.name.startswith("."))
+        read = {p: p.read_bytes for p in files}
     if not files:
         raise DataError(f"No images under {root}/<expression>/ (expressions: {', '.join(EXPRESSIONS)}).")
 
     def cut(path: Path) -> tuple[np.ndarray | None, np.ndarray | None, bool]:
         try:
-            gray = decode_gray(path.read_bytes())
+            gray = decode_gray(read[path]())
             mode, boxes, crops = find_crops(gray, faces, geometry)
         except (FacexprError, OSError):
             return None, None, False

@@ -1,8 +1,8 @@
 """The guardrail: whether a retrained model may be served, by a rule fixed before it is scored.
 
-Served only if it gains beyond noise on the held-out corrections or on the photos — a one-sided
-exact sign test on the faces whose answer changed (McNemar), p < GAIN_P_VALUE — and loses at most
-MAX_VAL_LOSS of FER2013 val accuracy.
+Served only if it gains beyond noise on the corrections (cross-fitted: each scored by a fine-tune
+that never saw it) or on a labelled photo folder — a one-sided exact sign test on the faces whose
+answer changed (McNemar), p < GAIN_P_VALUE — and loses at most MAX_VAL_LOSS of FER2013 val accuracy.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from facexpr.model.classifier import Classifier
 
 MAX_VAL_LOSS = 0.01  # FER2013 val accuracy may fall by at most 1 point
 GAIN_P_VALUE = 0.05  # one-sided exact sign test on the faces whose answer changed
+EVIDENCE = {"corrections": "corrections (cross-fitted)", "photos": "photos"}
 
 
 def score(classifier: Classifier, data: Dataset) -> tuple[dict[str, Any], np.ndarray]:
@@ -33,6 +34,29 @@ def sign_test(gained: int, lost: int) -> float:
     if n == 0:
         return 1.0
     return sum(math.comb(n, i) for i in range(gained, n + 1)) / 2**n
+
+
+def fewest_changes_to_pass() -> int:
+    """The fewest changed answers that can pass the sign test (all of them gains): 5 at p < 0.05."""
+    n = 1
+    while sign_test(n, 0) >= GAIN_P_VALUE:
+        n += 1
+    return n
+
+
+def cannot_pass(corrections: int, photo_folder: bool) -> str | None:
+    """Why a retrain on CORRECTIONS corrections cannot pass whatever it learns, or None when it can.
+
+    Cross-fitting needs two units to split, and the sign test needs at least `fewest_changes_to_pass`
+    answers that change; a labelled photo folder is evidence of its own."""
+    needed = fewest_changes_to_pass()
+    if photo_folder or corrections >= needed:
+        return None
+    plural = "s" if corrections != 1 else ""
+    return (f"With {corrections} correction{plural} the guardrail cannot pass: a gain "
+            f"counts only once at least {needed} answers change for the better and none for the worse "
+            f"(one-sided sign test, p < {GAIN_P_VALUE}). Confirm or correct at least "
+            f"{needed - corrections} more, or set a labelled photo folder (FACEXPR_PHOTOS_VAL) to test on.")
 
 
 def paired(before: np.ndarray, after: np.ndarray) -> dict[str, Any]:
@@ -54,10 +78,12 @@ class Verdict:
         return asdict(self)
 
 
-def judge(val: dict[str, Any], heldout: dict[str, Any] | None, photos: dict[str, Any] | None) -> Verdict:
-    """Served only if (held-out corrections or photos gain with p < 0.05) and val falls ≤ 1 point."""
+def judge(val: dict[str, Any], corrections: dict[str, Any] | None, photos: dict[str, Any] | None) -> Verdict:
+    """Served only if (the cross-fitted corrections or the photos gain with p < 0.05) and val falls
+    ≤ 1 point."""
     rules = []
-    for name, figures in (("held-out corrections", heldout), ("photos", photos)):
+    for key, figures in (("corrections", corrections), ("photos", photos)):
+        name = EVIDENCE[key]
         if not figures or not figures["n"]:
             rules.append({"rule": f"gain on {name}", "passed": False, "why": "no faces to test on"})
             continue
@@ -76,7 +102,7 @@ def judge(val: dict[str, Any], heldout: dict[str, Any] | None, photos: dict[str,
         gains = " and ".join(r["rule"].removeprefix("gain on ") for r in rules[:2] if r["passed"])
         reason = f"gains beyond noise on {gains} and keeps FER2013 val"
     elif not gain_ok:
-        reason = "no gain beyond noise on held-out corrections or photos"
+        reason = "no gain beyond noise on the corrections or the photos"
         reason += "" if val_ok else "; and FER2013 val falls by more than 1 point"
     else:
         reason = "FER2013 val falls by more than 1 point"

@@ -6,11 +6,14 @@ share S (default 0.25), the rest a seeded replay sample of the training data (de
 which keeps FER2013 from being forgotten. One epoch is one pass over the replay sample, so the
 cost does not grow with the number of corrections (≈ 15,100 images for the default recipe).
 
-Held-out corrections — never trained on, split by group (facexpr.learn.correction_set) — score
-before and after, beside FER2013 val and an optional folder of labelled photos, and the guardrail
-(facexpr.learn.guardrail) decides whether the new model may be served. Only corrections cut the
-way the base model cuts faces (its card's crop geometry) are learned from; the others are counted
-in the card as left out.
+Evidence comes from every correction by cross-fitting: the corrections are split into K folds of
+whole people (or photos, for a single labeller; facexpr.learn.correction_set), the served model is
+fine-tuned K times, each time without one fold, and every correction is scored by the fine-tune
+that never saw it. That pooled before/after — beside FER2013 val and an optional folder of
+labelled photos — goes to the guardrail (facexpr.learn.guardrail), which decides whether the
+candidate, a last fine-tune on all the corrections, may be served. The cost is K + 1 fine-tunes.
+Only corrections cut the way the base model cuts faces (its card's crop geometry) are learned
+from; the others are counted in the card as left out.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import numpy as np
 from facexpr.core.config import Settings
 from facexpr.core.errors import DataError, ModelError
 from facexpr.core.labels import EXPRESSIONS
-from facexpr.learn.correction_set import Corrections, load_corrections, split_heldout
+from facexpr.learn.correction_set import Corrections, Folds, assign_folds, load_corrections
 from facexpr.learn.data import Dataset, layout_keys, load_layout, read_keys
 from facexpr.learn.evaluate import answers, labelled_crops, report
 from facexpr.learn.guardrail import Verdict, judge, paired, score
@@ -57,7 +60,7 @@ class RetrainRecipe:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     label_smoothing: float = 0.1
-    heldout: float = 0.2  # fraction of correction groups kept out of the fine-tune
+    folds: int = 3  # cross-fitting: K fine-tunes, each without one fold, then one on all (K + 1 in all)
     seed: int = 1234
     augment: bool = True  # the training recipe's flips, rotations, shifts, zoom, contrast, erasing
     precision: str = field(default_factory=lambda: "mixed_bfloat16" if has_native_bf16() else "float32")
@@ -67,8 +70,8 @@ class RetrainRecipe:
             raise DataError(f"The corrections' share of a batch must be between 0 and 1, not {self.share}.")
         if self.epochs < 1 or self.replay < 0 or self.batch_size < 2:
             raise DataError("epochs must be ≥ 1, replay ≥ 0 and batch size ≥ 2.")
-        if not 0.0 <= self.heldout < 1.0:
-            raise DataError(f"The held-out fraction must be from 0 to below 1, not {self.heldout}.")
+        if self.folds < 2:
+            raise DataError(f"Cross-fitting needs at least 2 folds, not {self.folds}.")
 
 
 def recipe_from(overrides: str | dict[str, Any] | None) -> RetrainRecipe:
@@ -222,7 +225,7 @@ class RetrainResult:
 
 
 def build_card(*, name: str, base: Classifier, recipe: RetrainRecipe, data_uri: str, corrections_uri: str,
-               trained: Corrections, heldout: Corrections, left_out: dict[str, int], replay: Dataset,
+               corrections: Corrections, folds: Folds, left_out: dict[str, int], replay: Dataset,
                photos_val: str | None,
                before: dict[str, Any], after: dict[str, Any], comparison: dict[str, Any], verdict: Verdict,
                history: dict[str, list[float]], wall_time_s: float, trained_at: str,
@@ -245,12 +248,12 @@ def build_card(*, name: str, base: Classifier, recipe: RetrainRecipe, data_uri: 
                  "trained_at": base.card.trained_at.isoformat() if base.card.trained_at else None,
                  "val_accuracy": base.card.val.accuracy},
         "data": {
-            "corrections": {"source": corrections_uri, "counts": trained.data.counts(),
-                            "groups": len(set(trained.groups)), "skipped": trained.data.skipped,
+            "corrections": {"source": corrections_uri, "counts": corrections.data.counts(),
+                            "groups": len(set(corrections.groups)), "skipped": corrections.data.skipped,
                             "left_out_cut_another_way": left_out},
-            "heldout": {"counts": heldout.data.counts(), "groups": len(set(heldout.groups)),
-                        "rule": "whole groups (recorded group, else the uploaded photo) whose sha256 "
-                                f"falls below {recipe.heldout}; at least one group once there are two"},
+            "cross_fitting": {"folds": folds.k, "by": folds.by, "units": folds.units, "sizes": folds.sizes(),
+                              "rule": "whole recorded groups (people, browser sessions) when there are two "
+                                      "or more, else whole photos; dealt round-robin in sha256 order"},
             "replay": {"source": replay.source, "n": len(replay), "counts": replay.counts()},
             "val": {"source": data_uri.rstrip("/") + "/val"},
             **({"photos_val": {"source": photos_val}} if photos_val else {}),
@@ -301,42 +304,51 @@ def retrain(settings: Settings, data_uri: str, name: str | None = None, recipe: 
         other = f" ({sum(left_out.values())} cut another way: {_left_out_text(left_out)})" if left_out else ""
         raise DataError(f"No corrections in {settings.relabeled_uri} yet that {base.version} can learn "
                         f"from{other}: confirm or correct some answers first.")
-    train_idx, held_idx = split_heldout(every.groups, recipe.heldout)
-    trained, heldout = every.subset(train_idx), every.subset(held_idx)
-    if not len(trained):
-        raise DataError("Every correction is held out for testing; "
-                        "gather corrections from more people first.")
+    folds = assign_folds(every, recipe.folds)
     replay = (replay_sample(data_uri, recipe.replay, recipe.seed) if recipe.replay
               else Dataset.concat([], data_uri))
     val = _val_set(data_uri)
-    photos = _photos(Path(photos_val), base.geometry) if photos_val else None
+    photos = _photos(photos_val, base.geometry) if photos_val else None
 
-    say(0.03, f"scoring {base.version} before: FER2013 val ({len(val)}), "
-              f"held-out corrections ({len(heldout)})")
+    say(0.03, f"scoring {base.version} before: FER2013 val ({len(val)}), corrections ({len(every)})")
     val_before, val_ok_before = score(base, val)
-    held_before, held_ok_before = score(base, heldout.data)
+    corrections_before, ok_before = score(base, every.data)
     photos_before = photos.score(base) if photos else None
 
-    network, history = fine_tune(base.network, trained.data, replay, recipe,
-                                 lambda f, m: say(0.08 + 0.84 * f, m))
+    # Cross-fitting: every correction scored by a fine-tune that never saw it (K + 1 fine-tunes in all).
+    runs = folds.k + 1
+    predicted = np.full(len(every), -1, np.int64)  # each correction's answer from the fold that never saw it
+    for fold in range(folds.k):
+        test = np.flatnonzero(folds.of == fold)
+        span = (0.08 + 0.84 * fold / runs, 0.84 / runs)
+        network, _ = fine_tune(base.network, every.subset(np.flatnonzero(folds.of != fold)).data, replay,
+                               recipe, lambda f, m, s=span, k=fold: say(s[0] + s[1] * f,
+                                                                        f"fold {k + 1}/{folds.k}: {m}"))
+        fold_model = Classifier(network, card=ModelCard(name=f"{name}-fold{fold}"))
+        predicted[test] = fold_model.predict(every.data.images[test]).argmax(1)
+    last = 0.08 + 0.84 * folds.k / runs
+    network, history = fine_tune(base.network, every.data, replay, recipe,
+                                 lambda f, m: say(last + (0.92 - last) * f, f"the candidate: {m}"))
     say(0.93, "scoring the retrained model")
     new = Classifier(network, card=ModelCard(name=name))
     val_after, val_ok_after = score(new, val)
-    held_after, held_ok_after = score(new, heldout.data)
     photos_after = photos.score(new) if photos else None
 
+    scored = folds.of >= 0  # all of them, unless there was too little to split
+    labels = every.data.labels
+    corrections_after = report(labels[scored], predicted[scored])
     comparison = {"val": paired(val_ok_before, val_ok_after),
-                  "heldout": paired(held_ok_before, held_ok_after)}
+                  "corrections": paired(ok_before[scored], (predicted == labels)[scored])}
     if photos is not None:
         comparison["photos"] = paired(photos_before[1], photos_after[1])
     verdict = judge({"before": val_before["accuracy"], "after": val_after["accuracy"]},
-                    comparison["heldout"], comparison.get("photos"))
+                    comparison["corrections"], comparison.get("photos"))
     wall = time.perf_counter() - started
     card = build_card(
         name=name, base=base, recipe=recipe, data_uri=data_uri, corrections_uri=settings.relabeled_uri,
-        trained=trained, heldout=heldout, left_out=left_out, replay=replay, photos_val=photos_val,
-        before=_summary(val_before, held_before, photos_before and photos_before[0]),
-        after=_summary(val_after, held_after, photos_after and photos_after[0]),
+        corrections=every, folds=folds, left_out=left_out, replay=replay, photos_val=photos_val,
+        before=_summary(val_before, corrections_before, photos_before and photos_before[0]),
+        after=_summary(val_after, corrections_after, photos_after and photos_after[0]),
         comparison=comparison, verdict=verdict, history=history, wall_time_s=wall,
         trained_at=datetime.now(UTC).isoformat(timespec="seconds"), val_report=val_after)
     out = Path(workdir or Path(settings.data_dir) / "retrain") / name
@@ -345,11 +357,13 @@ def retrain(settings: Settings, data_uri: str, name: str | None = None, recipe: 
     return RetrainResult(card, keras_path)
 
 
-def _summary(val: dict[str, Any], heldout: dict[str, Any], photos: dict[str, Any] | None) -> dict[str, Any]:
+def _summary(val: dict[str, Any], corrections: dict[str, Any], photos: dict[str, Any] | None
+             ) -> dict[str, Any]:
     out = {"val": {"accuracy": val["accuracy"], "macro_f1": val["macro_f1"], "n": val["n"],
                    "recall": {k: v["recall"] for k, v in val["per_class"].items()}},
-           # no held-out faces: no accuracy (None), not 0.0
-           "heldout": {"accuracy": heldout["accuracy"] if heldout["n"] else None, "n": heldout["n"]}}
+           # cross-fitted; no faces scored: no accuracy (None), not 0.0
+           "corrections": {"accuracy": corrections["accuracy"] if corrections["n"] else None,
+                           "n": corrections["n"]}}
     if photos is not None:
         out["photos"] = {"accuracy": photos["accuracy"], "n": photos["n"],
                          "faces_found": photos["faces_found"],
@@ -370,7 +384,8 @@ class _Photos:
         return {**report(self.y_true, predicted), "faces_found": found}, predicted == self.y_true
 
 
-def _photos(root: Path, geometry: CropGeometry) -> _Photos:
+def _photos(root: str, geometry: CropGeometry) -> _Photos:
+    """ROOT: a labelled photo folder, local or s3:// (FACEXPR_PHOTOS_VAL, `retrain --photos-val`)."""
     cut = labelled_crops(root, "detect", geometry)
     return _Photos(cut.y_true, cut.crops)
 
@@ -378,7 +393,9 @@ def _photos(root: Path, geometry: CropGeometry) -> _Photos:
 def before_after_rows(card: dict[str, Any]) -> list[dict[str, Any]]:
     """The card's before/after table: one row per test set (FER2013 val, held-out corrections, photos),
     its figures as shown (text: a test set with no faces says "—", not None, 1 or 0.0000)."""
-    titles = {"val": "FER2013 val", "heldout": "held-out corrections", "photos": "photos (--photos-val)"}
+    titles = {"val": "FER2013 val", "corrections": "corrections (cross-fitted)",
+              "heldout": "held-out corrections",  # cards written before cross-fitting
+              "photos": "photos (labelled folder)"}
     rows = []
     for key, title in titles.items():
         figures = card.get("comparison", {}).get(key)

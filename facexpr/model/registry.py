@@ -77,7 +77,7 @@ class Version:
     base: str | None
     created: str | None
     val_accuracy: float | None
-    heldout_accuracy: float | None
+    corrections_accuracy: float | None  # cross-fitted (held-out in cards written before cross-fitting)
     guardrail: bool | None  # None: the card has no verdict
     served: bool
 
@@ -193,10 +193,11 @@ class ModelRegistry:
         rows = []
         for name in self.names():
             card = self.card(name)
+            after = card.get("after") or {}
             rows.append(Version(
                 name=name, base=(card.get("base") or {}).get("name"), created=card.get("trained_at"),
-                val_accuracy=(card.get("after") or {}).get("val", {}).get("accuracy"),
-                heldout_accuracy=_accuracy((card.get("after") or {}).get("heldout")),
+                val_accuracy=after.get("val", {}).get("accuracy"),
+                corrections_accuracy=_accuracy(after.get("corrections") or after.get("heldout")),
                 guardrail=(card.get("guardrail") or {}).get("passed"), served=name == served))
         return sorted(rows, key=lambda v: v.created or "", reverse=True)
 
