@@ -7,25 +7,22 @@ from facexpr.app.ui import (
     Photo,
     answer_key,
     classify_cached,
+    confirm_or_correct,
     forget_photo,
     get_settings,
     keep_for_review_once,
-    note_answer,
     record_once,
     relabel_counts,
     remember_photo,
     remembered_photo,
     second_column_first_when_stacked,
     served_classifier,
-    session_group,
     through_the_entry_script,
     upload_limits,
 )
 from facexpr.core.errors import FacexprError
-from facexpr.core.labels import EXPRESSIONS, INDEX
 from facexpr.model.explain import grad_cam, overlay
 from facexpr.photo.imaging import check_upload_name
-from facexpr.storage.relabel import save_relabel
 
 through_the_entry_script()  # a deep link as the first request (facexpr.app.ui)
 st.title("Classify a headshot")
@@ -118,31 +115,7 @@ with answer_col:
                 st.warning(f"Too small to trust: this face is {face.box.w}×{face.box.h} pixels, and the "
                            "model reads 48×48, so most of what it saw was filled in. Choose the true "
                            "expression yourself before saving.")
-            # Confirm or correct: facexpr.storage.relabel stores the crop (or keeps it in the outbox). A face
-            # too small to trust is not preset to the answer: nothing is confirmed without a choice.
-            chosen = st.selectbox("True expression", EXPRESSIONS,
-                                  index=None if face.too_small else INDEX[face.expression],
-                                  format_func=str.capitalize, placeholder="Choose the true expression",
-                                  key=answer_key("relabel_label", prediction, face_index))
-            saved = saved_answers.get((prediction.image_sha256, prediction.mode, i))
-            clicked = st.button("Save" if chosen is None else
-                                "Confirm" if chosen == face.expression else "Save correction",
-                                disabled=chosen is None,
-                                key=answer_key("relabel_save", prediction, face_index))
-            new_answer = chosen is not None and (saved is None or saved.label != chosen)
-            if clicked and new_answer:  # a double click stores nothing new
-                try:
-                    saved = save_relabel(settings, prediction, i, chosen, data, replaces=saved,
-                                         group=session_group())
-                except FacexprError as exc:
-                    st.error(f"Not saved: {exc}")
-                else:
-                    saved_answers[(prediction.image_sha256, prediction.mode, i)] = saved
-                    history_note = note_answer(prediction, i, saved, source)
-                    if history_note:
-                        st.warning(history_note)
-            if saved is not None:
-                (st.warning if saved.queued else st.success)(saved.message())
+            confirm_or_correct(prediction, i, data, source, "relabel", face_index)
     since = served_classifier().card.trained_at
     summary = relabel_counts(settings, settings.relabeled_uri, since,
                              tuple(r.key for r in saved_answers.values()))

@@ -339,7 +339,7 @@ def test_record_safely_never_raises(tmp_path):
 
     ids, warning = record_safely(lambda: Broken(), fake_prediction(faces=1), "upload")
     assert ids is None and "disk on fire" in warning
-    assert "disk on fire" in record_batch_safely(lambda: Broken(), [fake_prediction(faces=1)], "batch")
+    assert "disk on fire" in record_batch_safely(lambda: Broken(), [fake_prediction(faces=1)], "batch")[1]
 
 
 def test_a_history_that_cannot_be_opened_is_a_warning_too():
@@ -347,7 +347,7 @@ def test_a_history_that_cannot_be_opened_is_a_warning_too():
         raise HistoryError("The embedded history /nowhere cannot be opened: read-only file system")
 
     assert "read-only" in record_safely(cannot_open, fake_prediction(faces=1), "upload")[1]
-    assert "read-only" in record_batch_safely(cannot_open, [fake_prediction(faces=1)], "batch")
+    assert "read-only" in record_batch_safely(cannot_open, [fake_prediction(faces=1)], "batch")[1]
     assert "read-only" in feedback_safely(cannot_open, "1", "sad", False, None)
 
 

@@ -20,8 +20,8 @@ from facexpr.core.types import Prediction
 from facexpr.model.classifier import Classifier, load_classifier
 from facexpr.model.predict import predict_image
 from facexpr.model.registry import served_model_path
-from facexpr.storage.history import History, feedback_safely, open_history, record_safely
-from facexpr.storage.relabel import RelabelSummary, SaveResult, relabel_summary
+from facexpr.storage.history import History, feedback_safely, open_history, record_batch_safely, record_safely
+from facexpr.storage.relabel import RelabelSummary, SaveResult, relabel_summary, save_relabel
 
 ANSWER_KEY_SEP = "-"  # between a widget's contract name and the answer it belongs to
 
@@ -309,6 +309,21 @@ def record_once(prediction: Prediction, source: str) -> str | None:
     return warning
 
 
+def record_batch_once(predictions: list[Prediction], source: str) -> str | None:
+    """Record a batch's PREDICTIONS in one history write, once per session, keeping each one's record
+    ids where `note_answer` finds them (so a face answered from the Batch table gets its feedback).
+    Returns None or a warning; never raises."""
+    fresh = [p for p in predictions if st.session_state.get(_record_key(p, source)) is None]
+    if not fresh:
+        return None
+    with _session_record_lock():
+        slots = [st.session_state.setdefault(_record_key(p, source), []) for p in fresh]
+        ids, warning = record_batch_safely(get_history, fresh, source)
+        for slot, found in zip(slots, ids or [[] for _ in fresh], strict=True):
+            slot[:] = found
+    return warning
+
+
 def note_answer(prediction: Prediction, face_index: int, saved: SaveResult, source: str) -> str | None:
     """Attach a person's saved answer to the face's history record, recording the prediction
     first if that has not happened yet (so a record always precedes its feedback). Returns None
@@ -347,3 +362,52 @@ def keep_for_review_once(prediction: Prediction) -> str | None:
         return None
     st.session_state["_kept_for_review"] = key
     return keep_for_review(get_settings(), prediction)
+
+
+def keep_batch_for_review(predictions: list[Prediction]) -> str | None:
+    """Keep a batch's faces for the review queue once per session (its unanswered faces are queued)."""
+    from facexpr.app.review import keep_for_review
+
+    key = ("_kept_batch_for_review", tuple(sorted(p.image_sha256 for p in predictions)))
+    if st.session_state.get("_kept_batch_for_review") == key:
+        return None
+    st.session_state["_kept_batch_for_review"] = key
+    notes = [note for p in predictions if (note := keep_for_review(get_settings(), p))]
+    return notes[0] if notes else None
+
+
+def confirm_or_correct(prediction: Prediction, face_index: int, original: bytes | None, source: str,
+                       name: str, key_index: int | None) -> SaveResult | None:
+    """The true-expression choice and its Save button for face FACE_INDEX of PREDICTION (Classify,
+    Batch). The crop goes through the relabel path (store, else the outbox), one face one label (a
+    second answer moves it), and the answer is noted on the face's history record. Widgets are
+    keyed `NAME_label` / `NAME_save` with KEY_INDEX and the answer's id. Returns the saved answer."""
+    from facexpr.core.errors import FacexprError
+    from facexpr.core.labels import EXPRESSIONS, INDEX
+
+    face = prediction.faces[face_index]
+    saved_answers = st.session_state.setdefault("relabel_saved", {})  # (image, mode, face) → SaveResult
+    slot = (prediction.image_sha256, prediction.mode, face_index)
+    # A face too small to trust is not preset to the answer: nothing is confirmed without a choice.
+    chosen = st.selectbox("True expression", EXPRESSIONS,
+                          index=None if face.too_small else INDEX[face.expression],
+                          format_func=str.capitalize, placeholder="Choose the true expression",
+                          key=answer_key(f"{name}_label", prediction, key_index))
+    saved = saved_answers.get(slot)
+    verb = "Save" if chosen is None else "Confirm" if chosen == face.expression else "Save correction"
+    clicked = st.button(verb, disabled=chosen is None, key=answer_key(f"{name}_save", prediction, key_index))
+    # A double click adds nothing: only a label that differs from the one saved is stored.
+    if clicked and chosen is not None and (saved is None or saved.label != chosen):
+        try:
+            saved = save_relabel(get_settings(), prediction, face_index, chosen, original, replaces=saved,
+                                 group=session_group())
+        except FacexprError as exc:
+            st.error(f"Not saved: {exc}")
+        else:
+            saved_answers[slot] = saved
+            history_note = note_answer(prediction, face_index, saved, source)
+            if history_note:
+                st.warning(history_note)
+    if saved is not None:
+        (st.warning if saved.queued else st.success)(saved.message())
+    return saved

@@ -41,7 +41,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         from facexpr.core.config import load_settings
         from facexpr.storage.history import open_history, record_batch_safely
 
-        warning = record_batch_safely(lambda: open_history(load_settings()), answered, "cli")
+        _, warning = record_batch_safely(lambda: open_history(load_settings()), answered, "cli")
         if warning:
             print(f"warning: {warning}", file=sys.stderr)
     return 2 if any_bad else 0

@@ -116,12 +116,35 @@ def thumbnails(items: list[BatchItem]) -> list[str | None]:
     return out
 
 
-def faces_table(items: list[BatchItem]) -> pd.DataFrame:
+@dataclass(frozen=True)
+class FaceRow:
+    """One face of a batch, as the page offers it to be confirmed or corrected."""
+
+    item: int  # index into the batch's items (and its files)
+    face_index: int
+    file: str
+    expression: str
+    prediction: Prediction
+
+
+def face_rows(items: list[BatchItem]) -> list[FaceRow]:
+    """Every face of the batch in table order."""
+    return [FaceRow(n, i, item.name, face.expression, item.prediction)
+            for n, item in enumerate(items) if item.prediction is not None
+            for i, face in enumerate(item.prediction.faces)]
+
+
+def faces_table(items: list[BatchItem], answers: dict[tuple[str, str, int], str] | None = None
+                ) -> pd.DataFrame:
     """What the page's table shows: one row per face, no empty cells (files without an answer are
-    listed above it, with the whole reason)."""
+    listed above it, with the whole reason), and the label a person gave where one was saved
+    (ANSWERS: (image sha256, mode, face index) → label)."""
     table = results_table(items).assign(crop=thumbnails(items))
     table = table[table["face"].notna()].copy()
     # An unsure answer reads as the choice it is ("neutral or sad?"), as on the Classify page.
     unsure = table["unsure"].astype(bool)
     table.loc[unsure, "expression"] = table["expression"][unsure] + " or " + table["runner_up"][unsure] + "?"
-    return table[["crop", "file", "face", "expression", "confidence"]]
+    answers = answers or {}
+    table["your answer"] = [answers.get((r.prediction.image_sha256, r.prediction.mode, r.face_index), "")
+                            for r in face_rows(items)]
+    return table[["crop", "file", "face", "expression", "confidence", "your answer"]]

@@ -163,14 +163,23 @@ def record_safely(history: HistoryOpener | None, prediction: Prediction, source:
 
 
 def record_batch_safely(history: HistoryOpener | None, predictions: Sequence[Prediction], source: str
-                        ) -> str | None:
-    """Record many predictions in one write (one transaction, one round trip); returns None or a
-    warning and never raises."""
-    docs = [doc for p in predictions for doc in documents_for(p, source)]
+                        ) -> tuple[list[list[str]] | None, str | None]:
+    """Record many predictions in one write (one transaction, one round trip). Returns (each
+    prediction's record ids, as `record_safely` gives them for one; None when nothing was
+    recorded, warning or None); never raises."""
+    per_prediction = [documents_for(p, source) for p in predictions]
+    docs = [doc for group in per_prediction for doc in group]
     if history is None or not docs:
-        return None
-    return _attempt(lambda: history().insert_documents(docs),
-                    "These answers could not be added to the history")[1]
+        return None, None
+    ids, warning = _attempt(lambda: history().insert_documents(docs),
+                            "These answers could not be added to the history")
+    if not ids or len(ids) != len(docs):
+        return None, warning
+    split, start = [], 0
+    for group in per_prediction:
+        split.append(list(ids[start:start + len(group)]))
+        start += len(group)
+    return split, warning
 
 
 def feedback_safely(history: HistoryOpener | None, record_id: str, label: str, confirmed: bool,
