@@ -4,10 +4,17 @@ import pandas as pd
 import streamlit as st
 
 from facexpr.app import jobs
-from facexpr.app.ui import get_settings, relabel_counts, served_classifier, through_the_entry_script
+from facexpr.app.ui import (
+    get_history,
+    get_settings,
+    relabel_counts,
+    served_classifier,
+    through_the_entry_script,
+)
 from facexpr.core.errors import FacexprError
 from facexpr.learn.guardrail import cannot_pass
 from facexpr.learn.retrain import before_after_rows, recipe_from
+from facexpr.learn.shadow_evidence import tally
 from facexpr.model.registry import ModelRegistry
 
 through_the_entry_script()  # a deep link as the first request (facexpr.app.ui)
@@ -108,6 +115,33 @@ def job_panel(polling: bool) -> None:
 st.subheader("Retrain")
 running = jobs.status(settings).running
 st.fragment(job_panel, run_every=2 if running else None)(running)
+
+st.subheader("Candidate in shadow")
+try:
+    registry = ModelRegistry(settings)
+    shadow = registry.state().shadow
+    evidence = tally(shadow, get_history().shadow_answers(shadow), registry.card(shadow)) if shadow else None
+except FacexprError as exc:
+    st.warning(f"The shadow tally cannot be read now: {exc}")
+    evidence = None
+if evidence is not None:
+    st.write(f"**{evidence.candidate}** answers new faces beside **{served.version}** (Classify, Batch, "
+             "API); its answers are recorded, never shown. The Review page asks first about the faces "
+             f"where the two disagree: **{evidence.disagreements}** so far, **{evidence.answered}** "
+             "answered.")
+    (st.success if evidence.passed else st.info)(evidence.summary())
+    promote_shadow, stop_shadow = st.columns(2)
+    if promote_shadow.button(f"Promote {evidence.candidate}", key="shadow_promote",
+                             disabled=not evidence.passed, type="primary"):
+        registry.promote(evidence.candidate, evidence=f"shadow: {evidence.candidate_right} right vs "
+                                                      f"{evidence.served_right}, p = {evidence.p_value:.4f}")
+        st.rerun()
+    if stop_shadow.button("Stop the shadow", key="shadow_off"):
+        registry.set_shadow(None)
+        st.rerun()
+elif not shadow:
+    st.caption("None. A retrain's new version answers beside the served model until it is promoted, "
+               "discarded or stopped (`python -m facexpr shadow NAME` picks another).")
 
 st.subheader("Versions")
 try:

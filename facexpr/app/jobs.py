@@ -180,7 +180,9 @@ def _run_worker(data_uri: str, name: str | None) -> int:
     try:
         result = retrain(settings, data_uri, name, recipe_from(settings.retrain_recipe),
                          photos_val=settings.photos_val, progress=progress)
-        current.name = ModelRegistry(settings).add(result.keras_path)
+        registry = ModelRegistry(settings)
+        current.name = registry.add(result.keras_path)
+        registry.set_shadow(current.name)  # answers beside the served model until promoted or discarded
         current.card = result.record
         current.state, current.progress = "done", 1.0
     except Exception as exc:  # the page shows it; the log keeps the trace

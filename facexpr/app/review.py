@@ -8,10 +8,11 @@ are queued. A face leaves the review store when someone labels it, and
 anything older than REVIEW_DAYS (the queue's window) is swept away, so nothing stays there longer
 than it is useful for review.
 
-Order: faces on which the two most recent model versions that answered them disagree come first,
-then the lowest confidence. Labelling goes through the relabel path (store or outbox) and the
-history's feedback, as on the Classify page; the upload itself was never kept, so `originals/`
-gets nothing from a review.
+Order: faces on which the shadow candidate disagrees with the served model come first (the only
+faces that tell the two apart; the candidate's answer is never shown), then faces on which the two
+most recent model versions that answered them disagree, then the lowest confidence. Labelling
+goes through the relabel path (store or outbox) and the history's feedback, as on the Classify
+page; the upload itself was never kept, so `originals/` gets nothing from a review.
 """
 
 from __future__ import annotations
@@ -99,7 +100,7 @@ class ReviewItem:
 
 def rank(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One entry per face (its newest record, with `other` set where the previous version disagreed),
-    disagreements first, then lowest confidence, then newest."""
+    shadow disagreements first, then version disagreements, then lowest confidence, then newest."""
     by_face: dict[tuple[str, int], list[dict[str, Any]]] = {}
     for r in sorted(records, key=lambda r: r["ts"], reverse=True):
         by_face.setdefault((r["image_sha256"], int(r["face_index"])), []).append(r)
@@ -110,7 +111,11 @@ def rank(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         newest["other"] = ((previous["model_version"], previous["expression"])
                            if previous and previous["expression"] != newest["expression"] else None)
         out.append(newest)
-    return sorted(out, key=lambda r: (r["other"] is None, r["confidence"], -r["ts"].timestamp()))
+    def shadow_differs(r: dict[str, Any]) -> bool:
+        return bool(r.get("shadow")) and r["shadow"]["expression"] != r["expression"]
+
+    return sorted(out, key=lambda r: (not shadow_differs(r), r["other"] is None, r["confidence"],
+                                      -r["ts"].timestamp()))
 
 
 def review_queue(history: Any, settings: Settings, now: datetime | None = None, limit: int = 50,

@@ -20,6 +20,7 @@ from facexpr.core.types import Prediction
 from facexpr.model.classifier import Classifier, load_classifier
 from facexpr.model.predict import predict_image
 from facexpr.model.registry import served_model_path
+from facexpr.serve.shadow import ShadowRunner
 from facexpr.storage.history import History, feedback_safely, open_history, record_batch_safely, record_safely
 from facexpr.storage.relabel import RelabelSummary, SaveResult, relabel_summary, save_relabel
 
@@ -306,6 +307,7 @@ def record_once(prediction: Prediction, source: str) -> str | None:
             slot = st.session_state[key] = []
         ids, warning = record_safely(get_history, prediction, source)
         slot[:] = ids or []
+    shadow_runner().submit(prediction, slot)  # after the answer is recorded: the shadow answers beside it
     return warning
 
 
@@ -319,9 +321,20 @@ def record_batch_once(predictions: list[Prediction], source: str) -> str | None:
     with _session_record_lock():
         slots = [st.session_state.setdefault(_record_key(p, source), []) for p in fresh]
         ids, warning = record_batch_safely(get_history, fresh, source)
-        for slot, found in zip(slots, ids or [[] for _ in fresh], strict=True):
+        for prediction, slot, found in zip(fresh, slots, ids or [[] for _ in fresh], strict=True):
             slot[:] = found
+            shadow_runner().submit(prediction, slot)
     return warning
+
+
+@st.cache_resource(show_spinner=False)
+def _shadow_runner(settings: Settings) -> ShadowRunner:
+    return ShadowRunner(settings)
+
+
+def shadow_runner() -> ShadowRunner:
+    """This process's runner of the registry's shadow candidate (facexpr.serve.shadow), per settings."""
+    return _shadow_runner(get_settings())
 
 
 def note_answer(prediction: Prediction, face_index: int, saved: SaveResult, source: str) -> str | None:

@@ -78,7 +78,11 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     if args.promote and verdict["passed"]:
         registry.promote(name)
         print(f"Promoted: {name} is now served.")
-    elif verdict["passed"]:
+        return 0
+    registry.set_shadow(name)
+    print(f"{name} now answers in shadow beside the served model (recorded, never shown); the Learn page "
+          "tallies people's answers where the two disagree.")
+    if verdict["passed"]:
         print(f"Serve it with `python -m facexpr promote {name}`.")
     return 0
 

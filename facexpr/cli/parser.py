@@ -16,13 +16,13 @@ from facexpr.cli.learning import (
     cmd_train,
     cmd_upload_dataset,
 )
-from facexpr.cli.versions import cmd_models, cmd_promote, cmd_rollback
+from facexpr.cli.versions import cmd_models, cmd_promote, cmd_rollback, cmd_shadow
 from facexpr.core.errors import FacexprError
 from facexpr.learn.augment import AUGMENTATIONS
 from facexpr.model.classifier import PRECISIONS
 
 DESCRIPTION = ("`facexpr …` (or `python -m facexpr …`): predict, evaluate, train, pack, retrain, models, "
-               "promote, rollback, sync, import-corrections, import-fer2013, upload-dataset, serve.")
+               "promote, rollback, shadow, sync, import-corrections, import-fer2013, upload-dataset, serve.")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -123,6 +123,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_promote)
     p = sub.add_parser("rollback", help="serve the version served before the current one")
     p.set_defaults(func=cmd_rollback)
+    p = sub.add_parser("shadow", help="let a version answer beside the served one, recorded but never shown "
+                                      "(retrain sets its new version)")
+    p.add_argument("name", metavar="NAME", nargs="?", help="the version (see `models`)")
+    p.add_argument("--off", action="store_true", help="no version answers in shadow")
+    p.set_defaults(func=cmd_shadow)
 
     p = sub.add_parser("import-corrections",
                        help="labelled photos DIR/<expression>/<image> → corrections, "

@@ -51,22 +51,26 @@ def check_name(name: str) -> str:
 
 @dataclass
 class RegistryState:
-    """What registry.json holds: the stack of served versions (last = served) and the log."""
+    """What registry.json holds: the stack of served versions (last = served), the candidate that
+    answers in shadow beside the served one (never shown, never served), and the log."""
 
     stack: list[str] = field(default_factory=list)
     log: list[dict[str, Any]] = field(default_factory=list)
+    shadow: str | None = None
 
     @property
     def served(self) -> str | None:
         return self.stack[-1] if self.stack else None
 
     def to_json(self) -> bytes:
-        return json.dumps({"served": self.served, "stack": self.stack, "log": self.log}, indent=2).encode()
+        return json.dumps({"served": self.served, "stack": self.stack, "shadow": self.shadow,
+                           "log": self.log}, indent=2).encode()
 
     @staticmethod
     def from_json(data: bytes) -> RegistryState:
         raw = json.loads(data)
-        return RegistryState(list(raw.get("stack", [])), list(raw.get("log", [])))
+        return RegistryState(list(raw.get("stack", [])), list(raw.get("log", [])),
+                             raw.get("shadow") or None)
 
 
 @dataclass(frozen=True)
@@ -166,11 +170,14 @@ class ModelRegistry:
         self.store.put(f"{name}.json", (json.dumps(card, indent=2) + "\n").encode())
 
     def discard(self, name: str) -> None:
-        """Remove a version that is not served and never was (history stays readable)."""
+        """Remove a version that is not served and never was (history stays readable); a discarded
+        shadow candidate stops answering beside the served model."""
         state = self.state()
         if name in state.stack:
             raise ModelError(f"{name} is served or may be rolled back to; it cannot be discarded.")
         self.card(name)
+        if state.shadow == name:
+            self.set_shadow(None)
         self.store.delete(f"{name}.json")  # card first: a half-removed version is never listed
         self.store.delete(f"{name}.keras")
 
@@ -203,11 +210,14 @@ class ModelRegistry:
 
     # -- switching
 
-    def promote(self, name: str, force: bool = False, now: datetime | None = None) -> RegistryState:
-        """Serve NAME. Refused when its card's guardrail failed, unless FORCE (then logged as forced)."""
+    def promote(self, name: str, force: bool = False, now: datetime | None = None,
+                evidence: str | None = None) -> RegistryState:
+        """Serve NAME. Refused when its card's guardrail failed, unless FORCE (then logged as forced)
+        or other EVIDENCE passed its own fixed rule (the shadow tally; logged as such). A promoted
+        shadow candidate is no longer in shadow."""
         card = self.card(name)
         verdict = (card.get("guardrail") or {}).get("passed")
-        if verdict is False and not force:
+        if verdict is False and not force and evidence is None:
             why = card["guardrail"].get("reason", "see its card")
             raise ModelError(f"{name} failed its guardrail ({why}); "
                              "it is not served. `promote --force` overrides.")
@@ -216,8 +226,27 @@ class ModelRegistry:
             if state.served == name:
                 return state
             state.log.append({"ts": _now(now), "action": "promote", "name": name, "previous": state.served,
-                              **({"forced": True} if force and verdict is False else {})})
+                              **({"forced": True} if force and verdict is False and evidence is None else {}),
+                              **({"evidence": evidence} if evidence else {})})
             state.stack.append(name)
+            if state.shadow == name:
+                state.shadow = None
+            self._write(state)
+        return state
+
+    def set_shadow(self, name: str | None, now: datetime | None = None) -> RegistryState:
+        """Let NAME (a version in the store, not the served one) answer beside the served model, its
+        answers recorded but never shown; None stops the shadow. Every replica reads it here."""
+        if name is not None:
+            self.card(name)
+        with self._locked():
+            state = self.state()
+            if name is not None and name == state.served:
+                raise ModelError(f"{name} is served; only a candidate can answer in shadow.")
+            if state.shadow == name:
+                return state
+            state.log.append({"ts": _now(now), "action": "shadow", "name": name, "previous": state.shadow})
+            state.shadow = name
             self._write(state)
         return state
 

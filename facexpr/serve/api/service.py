@@ -23,6 +23,7 @@ from facexpr.core.labels import EXPRESSIONS
 from facexpr.core.types import Prediction
 from facexpr.serve.answers import FEEDBACK_DAYS, AnswerBook
 from facexpr.serve.api.schemas import WINDOWS, HealthSummaryOut, LatencyOut, ModelHealthOut
+from facexpr.serve.shadow import ShadowRunner
 from facexpr.storage.history import open_history
 from facexpr.storage.store import open_store
 
@@ -78,6 +79,7 @@ class Service:
         self.classifier: Any = None
         self.history: Any = None
         self.answers = AnswerBook(settings, api.keep_uploads, api.feedback_days)
+        self.shadow = ShadowRunner(settings)  # the registry's candidate answers beside, off the request path
         self._served_path: str | None = None  # the registry's answer the classifier was loaded from
         self._follow_registry = not settings.model  # FACEXPR_MODEL pins the model
         self._next_check = 0.0
@@ -151,6 +153,7 @@ def record_predictions(service: Service, done: list[Prediction]) -> tuple[str | 
     for p in done:
         ids.append(list(flat[offset:offset + len(p.faces)]))  # a no-face photo has no face ids
         offset += max(1, len(p.faces))  # ... but one no-face document
+        service.shadow.submit(p, ids[-1])
     return warning, ids
 
 

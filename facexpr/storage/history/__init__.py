@@ -87,8 +87,15 @@ class History(Protocol):
         """Set the record's `feedback` {label, confirmed, ts, object_key}: the answer with the latest
         `ts` wins, whatever order answers arrive in (an older one arriving late changes nothing)."""
 
+    def attach_shadow(self, record_id: str, model_version: str, expression: str, confidence: float) -> None:
+        """Note the shadow candidate's answer on the record as `shadow` {model_version, expression,
+        confidence}: evidence for the candidate, never shown as the answer, never a record itself."""
+
+    def shadow_answers(self, model_version: str) -> list[tuple[str, str, str | None]]:
+        """(served answer, MODEL_VERSION's shadow answer, the label a person gave or None) per record."""
+
     def get(self, record_id: str) -> dict[str, Any] | None:
-        """The document with its `id`, or None."""
+        """The document with its `id` (and its `shadow` answer, if any), or None."""
 
     def count(self, start: datetime | None = None, end: datetime | None = None) -> int:
         """Faces recorded in [START, END) (no-face documents are not counted)."""
@@ -114,7 +121,8 @@ class History(Protocol):
     def relabel_counts(self, since: datetime | None) -> list[RelabelRow]: ...
 
     def unanswered(self, since: datetime | None, limit: int = 200) -> list[dict[str, Any]]:
-        """Records no person has answered (nor any other record of the same face), newest first."""
+        """Records no person has answered (nor any other record of the same face), newest first, each
+        with its `shadow` answer where a candidate gave one."""
 
     def close(self) -> None: ...
 

@@ -196,6 +196,9 @@ class MongoHistory:
             # A newer answer (another session or process) is already there: it stays, and this
             # one counts as delivered; only a missing record is an error.
             return int(coll.count_documents(face, limit=1))
+        if op == "shadow":
+            face = {"_id": payload["_id"], "no_face": {"$exists": False}}
+            return coll.update_one(face, {"$set": {"shadow": payload["shadow"]}}).matched_count
         raise HistoryError(f"Unknown buffered operation {op!r}.")
 
     def _flush_locked(self) -> dict[int, int]:
@@ -272,6 +275,19 @@ class MongoHistory:
         touched = self._submit([("feedback", payload)], [record_id])
         if not any(touched.values()):
             raise HistoryError(f"No prediction record {record_id!r} in the history.")
+
+    def attach_shadow(self, record_id: str, model_version: str, expression: str, confidence: float) -> None:
+        shadow = {"model_version": model_version, "expression": expression, "confidence": float(confidence)}
+        payload = {"_id": _object_id(record_id), "shadow": shadow}
+        touched = self._submit([("shadow", payload)], [record_id])
+        if not any(touched.values()):
+            raise HistoryError(f"No prediction record {record_id!r} in the history.")
+
+    def shadow_answers(self, model_version: str) -> list[tuple[str, str, str | None]]:
+        docs = self._read(lambda c: list(c.find({"shadow.model_version": model_version},
+                                                {"expression": 1, "shadow": 1, "feedback.label": 1})))
+        return [(d["expression"], d["shadow"]["expression"], (d.get("feedback") or {}).get("label"))
+                for d in docs]
 
     def pending(self) -> int:
         return len(self.buffer)
@@ -378,7 +394,7 @@ class MongoHistory:
 
     def unanswered(self, since: datetime | None, limit: int = 200) -> list[dict[str, Any]]:
         fields = {f: 1 for f in ("ts", "model_version", "image_sha256", "face_index", "box", "expression",
-                                 "confidence", "probabilities", "source")}
+                                 "confidence", "probabilities", "source", "shadow")}
 
         def work(coll) -> list[dict[str, Any]]:
             query = {**self._window(since, None), "feedback": {"$exists": False},

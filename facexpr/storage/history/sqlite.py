@@ -65,6 +65,14 @@ CREATE TABLE IF NOT EXISTS predictions (
     feedback_ts REAL,
     feedback_object_key TEXT
 );
+-- A shadow candidate's answer to a recorded face (facexpr.serve.shadow): never a record of its own.
+CREATE TABLE IF NOT EXISTS shadow_answers (
+    record_id INTEGER PRIMARY KEY,
+    model_version TEXT NOT NULL,
+    expression TEXT NOT NULL,
+    confidence REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS ix_shadow_model ON shadow_answers(model_version);
 CREATE INDEX IF NOT EXISTS ix_predictions_ts ON predictions(ts);
 CREATE INDEX IF NOT EXISTS ix_predictions_model_version ON predictions(model_version);
 -- Answers are few: partial indexes keep the feedback queries off the big table.
@@ -259,6 +267,19 @@ class SqliteHistory:
             if cur.rowcount == 0 and not db.execute(exists, (_int_id(record_id),)).fetchone():
                 raise HistoryError(f"No prediction record {record_id!r} in the history.")
 
+    def attach_shadow(self, record_id: str, model_version: str, expression: str, confidence: float) -> None:
+        with self._transaction() as db:
+            if not db.execute("SELECT 1 FROM predictions WHERE id = ? AND face_index >= 0",
+                              (_int_id(record_id),)).fetchone():
+                raise HistoryError(f"No prediction record {record_id!r} in the history.")
+            db.execute("INSERT OR REPLACE INTO shadow_answers VALUES (?, ?, ?, ?)",
+                       (_int_id(record_id), model_version, expression, float(confidence)))
+
+    def shadow_answers(self, model_version: str) -> list[tuple[str, str, str | None]]:
+        return [tuple(r) for r in self._query(
+            "SELECT p.expression, s.expression, p.feedback_label FROM shadow_answers s "
+            "JOIN predictions p ON p.id = s.record_id WHERE s.model_version = ?", (model_version,))]
+
     def pending(self) -> int:
         return 0
 
@@ -296,6 +317,10 @@ class SqliteHistory:
         if fb_label is not None:
             doc["feedback"] = {"label": fb_label, "confirmed": bool(fb_confirmed), "ts": _from_epoch(fb_ts),
                                "object_key": fb_key}
+        shadow = self._query("SELECT model_version, expression, confidence FROM shadow_answers "
+                             "WHERE record_id = ?", (rid,))
+        if shadow:
+            doc["shadow"] = dict(zip(("model_version", "expression", "confidence"), shadow[0], strict=True))
         return doc
 
     def count(self, start: datetime | None = None, end: datetime | None = None) -> int:
@@ -387,16 +412,18 @@ class SqliteHistory:
     def unanswered(self, since: datetime | None, limit: int = 200) -> list[dict[str, Any]]:
         lo, _ = bounds(since, None)
         rows = self._query(
-            "SELECT id, ts, model_version, image_sha256, face_index, box, expression, confidence, "
-            "probabilities, source FROM predictions p WHERE ts >= ? AND feedback_label IS NULL "
+            "SELECT id, ts, p.model_version, image_sha256, face_index, box, p.expression, p.confidence, "
+            "probabilities, source, s.model_version, s.expression FROM predictions p "
+            "LEFT JOIN shadow_answers s ON s.record_id = p.id WHERE ts >= ? AND feedback_label IS NULL "
             "AND face_index >= 0 "  # a no-face row (-1) has no face to review
             "AND NOT EXISTS (SELECT 1 FROM predictions a WHERE a.feedback_label IS NOT NULL "
             "AND a.image_sha256 = p.image_sha256 AND a.face_index = p.face_index) "
             "ORDER BY ts DESC, id DESC LIMIT ?", (lo, int(limit)))
         return [{"id": str(rid), "ts": _from_epoch(ts), "model_version": model, "image_sha256": sha,
                  "face_index": face, "box": json.loads(box), "expression": expr, "confidence": conf,
-                 "probabilities": json.loads(probs), "source": source}
-                for rid, ts, model, sha, face, box, expr, conf, probs, source in rows]
+                 "probabilities": json.loads(probs), "source": source,
+                 **({"shadow": {"model_version": s_model, "expression": s_expr}} if s_model else {})}
+                for rid, ts, model, sha, face, box, expr, conf, probs, source, s_model, s_expr in rows]
 
 
 def _int_id(record_id: str) -> int:
