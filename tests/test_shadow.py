@@ -100,7 +100,8 @@ def test_the_shadow_answers_beside_the_served_model_and_never_changes_the_answer
     assert [f.expression for f in prediction.faces] == before  # the answer the caller holds is untouched
     record = history.get(ids[0])
     assert record["model_version"] == "tiny-test" and record["expression"] == before[0]
-    assert (record["shadow"]["model_version"], record["shadow"]["expression"]) == ("says-surprise", "surprise")
+    shadow = record["shadow"]
+    assert (shadow["model_version"], shadow["expression"]) == ("says-surprise", "surprise")
 
     ModelRegistry(settings).set_shadow(None)  # stopped: the next faces get no shadow answer
     runner = ShadowRunner(settings)
