@@ -26,6 +26,7 @@ from facexpr.core.labels import EXPRESSIONS, INDEX
 
 VAL_TOLERANCE = 0.005  # condition 3: val ≥ baseline − this
 RECALL_TOLERANCE = 0.10  # condition 4: no class's pooled recall below baseline's − this
+UNSURE_BELOW = 0.5  # fer-vgg-v1's card threshold, reported for each model
 
 
 def recall(labels: np.ndarray, predicted: np.ndarray) -> dict[str, float | None]:
@@ -77,9 +78,17 @@ def main(argv: list[str] | None = None) -> int:
             per_set[s] = {"n": len(ok), "accuracy": round(float(ok.mean()), 4),
                           "sad_precision": sad_precision(pred, labels[s]), "recall": recall(labels[s], pred)}
         pooled = np.concatenate([predicted[s] for s in SETS])
+        # How often an answer under UNSURE_BELOW confidence is right (the card's `unsure` threshold).
+        found = [c for s in SETS for c in crops[s] if c is not None]
+        confidence = model.predict(np.stack(found)).max(1)
+        right = np.concatenate([hits[s][[c is not None for c in crops[s]]] for s in SETS]).astype(bool)
+        low = confidence < UNSURE_BELOW
         return {"model": model.version, "sets": per_set,
                 "pooled": {"n": len(pooled), "accuracy": round(float((pooled == pooled_labels).mean()), 4),
-                           "recall": recall(pooled_labels, pooled)},
+                           "recall": recall(pooled_labels, pooled),
+                           "unsure": {"below": UNSURE_BELOW, "share_of_faces": round(float(low.mean()), 4),
+                                      "right_when_unsure": round(float(right[low].mean()), 4),
+                                      "right_when_sure": round(float(right[~low].mean()), 4)}},
                 "val": val_figures(model, val), "_hits": hits}
 
     base = scored(baseline)

@@ -128,7 +128,9 @@ def test_review_retrain_promote_rollback(browser, tmp_path, tiny_model_path):  #
             main.get_by_role("button", name="Discard").wait_for(timeout=STEP_MS)
             page.mouse.move(0, 0)
             screenshot_whole_page(page, shots / "learn.png")
-            main.get_by_role("button", name="Promote").click()
+            # The new version also answers in shadow now; its own Promote waits for people's answers.
+            assert main.get_by_role("button", name=f"Promote {name}").is_disabled()
+            main.get_by_role("button", name="Promote", exact=True).click()
             assert sidebar_model(page, name) == name
             main.get_by_role("button", name="Rollback").click()
             assert sidebar_model(page, "tiny-served") == "tiny-served"
@@ -139,3 +141,57 @@ def test_review_retrain_promote_rollback(browser, tmp_path, tiny_model_path):  #
                                                                            ("rollback", "tiny-served")]
     labels = sorted(k.split("/")[0] for k in open_store(settings.relabeled_uri).list_keys())
     assert labels.count("fear") == 1 and labels.count("happy") == 1
+
+
+def test_one_labeller_grows_the_shadow_tally_through_review_and_promotes(browser, tmp_path,  # noqa: F811
+                                                                         tiny_model_path):
+    """Issue 22: a candidate answers in shadow; people have settled 4 of the faces where it and the
+    served model disagree. The Review page asks about the next disagreement before a less sure
+    face; one answer there settles the rule, and the Learn page's Promote serves the candidate."""
+    from tests.test_shadow import always
+
+    settings = load_settings()
+    registered(settings, tiny_model_path, "tiny-served")
+    registry = ModelRegistry(settings)
+    registry.promote("tiny-served")
+    always(settings, "cand-neutral", "neutral")
+    registry.set_shadow("cand-neutral")
+    history = SqliteHistory(settings.data_dir / EMBEDDED_FILE)
+    now = datetime.now(UTC)
+    for i in range(4):  # settled before: the candidate was right every time
+        settled = answer(f"s{i}", "sad", 0.5, model="tiny-served")
+        ids = history.record(settled, "upload", now - timedelta(hours=2))
+        history.attach_shadow(ids[0], "cand-neutral", "neutral", 0.9)
+        history.attach_feedback(ids[0], "neutral", False, None)
+    unsure = photo_answer("u", "happy", 0.2, mirrored=False)  # less sure, but they agree on it
+    differs = photo_answer("d", "sad", 0.6, mirrored=True)
+    for prediction, shadow in ((unsure, "happy"), (differs, "neutral")):
+        ids = history.record(prediction, "upload", now - timedelta(minutes=5))
+        history.attach_shadow(ids[0], "cand-neutral", shadow, 0.9)
+        keep_for_review(settings, prediction)
+    history.close()
+
+    with app_server(tmp_path, {"FACEXPR_DATA_DIR": str(settings.data_dir)}) as url:
+        with browser_page(browser, tmp_path, height=1000) as page:
+            main = _main(page)
+            page.goto(url)
+            go(page, "Learn")
+            main.get_by_text("4 so far, 4 answered").wait_for(timeout=STEP_MS)
+            assert main.get_by_role("button", name="Promote cand-neutral").is_disabled()
+            assert "At least 1 more answered in its favour" in main.inner_text()
+
+            go(page, "Review")
+            main.locator("h3", has_text="Sad").wait_for(timeout=STEP_MS)  # the disagreement first
+            assert "neutral" not in main.locator("h3").first.inner_text().lower()  # never shown
+            main.locator("[class*='st-key-review_label_neutral-'] button").wait_for(timeout=STEP_MS)
+            page.keyboard.press("7")  # neutral, the seventh expression
+            main.locator("[data-testid='stAlert']", has_text="Saved as neutral").wait_for(timeout=STEP_MS)
+
+            go(page, "Learn")
+            main.get_by_text("better beyond noise").wait_for(timeout=STEP_MS)
+            main.get_by_role("button", name="Promote cand-neutral").click()
+            assert sidebar_model(page, "cand-neutral") == "cand-neutral"
+
+    state = ModelRegistry(settings).state()
+    assert state.served == "cand-neutral" and state.shadow is None
+    assert state.log[-1]["evidence"].startswith("shadow: 5 right vs 0")

@@ -28,6 +28,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         recipe.ferplus, recipe.ferplus_weight = args.ferplus, args.ferplus_weight
     if args.precision is not None:
         recipe.precision = args.precision
+    if args.logit_adjust is not None:
+        recipe.logit_adjust = args.logit_adjust
     recipe.init_from = args.init_from
     recipe.augment = args.augment
     relabeled = args.relabeled if args.relabeled is not None else load_settings().relabeled_uri

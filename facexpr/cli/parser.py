@@ -85,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="share of the FER+ votes in each target, below 0.5 (default 0.3)")
     p.add_argument("--init-from", default=None, metavar="MODEL",
                    help="start from this .keras model's weights (same --widths): a warm restart")
+    p.add_argument("--logit-adjust", type=float, default=None, metavar="TAU",
+                   help="logit-adjusted cross-entropy with the training class mix to the power TAU "
+                        "(e.g. 1.0): the rare classes get a margin; default 0, plain cross-entropy")
     p.add_argument("--augment", choices=AUGMENTATIONS, default="standard",
                    help="photo: also photo-like framing, resolution, blur, JPEG and lighting (README)")
     p.add_argument("--precision", choices=["mixed_bfloat16", "float32"], default=None,

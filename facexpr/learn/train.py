@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from facexpr.core.errors import DataError
-from facexpr.core.labels import CROP_SIZE
+from facexpr.core.labels import CROP_SIZE, EXPRESSIONS
 from facexpr.learn.augment import Augmentation, augment_batch, batch_rng, epoch_order
 from facexpr.learn.data import Dataset, load_ferplus, load_layout, load_packed
 from facexpr.learn.evaluate import report
@@ -53,6 +53,7 @@ class Recipe:
     init_from: str | None = None  # a .keras model of the same widths to start from (a warm restart)
     precision: str = field(default_factory=lambda: "mixed_bfloat16" if has_native_bf16() else "float32")
     augment: str = "standard"  # or "photo": photo-like framing, resolution, blur, JPEG, lighting (augment.py)
+    logit_adjust: float = 0.0  # τ of logit-adjusted cross-entropy (0: plain); see logit_adjusted_loss
 
     def augmentation(self) -> Augmentation:
         return Augmentation(self.augment, self.rotation_deg, self.shift, self.zoom, self.erase_prob)
@@ -194,7 +195,38 @@ def _make_datasets(train: Dataset, targets: np.ndarray, val: Dataset, recipe: Re
     return train_ds, val_ds
 
 
-def _compile(network, recipe: Recipe, steps_per_epoch: int) -> None:
+def logit_adjusted_loss() -> type:
+    """Cross-entropy on the softmax re-weighted by the class priors to the power τ — logit adjustment
+    (Menon et al., 2021) for a network whose output is already a softmax: softmax(z + τ·log π) =
+    p·π^τ / Σ p·π^τ. Training then has to give the rare classes a margin, so the plain softmax at
+    inference stops answering the frequent classes because they are the safe answer. Registered with
+    Keras so a checkpoint compiled with it loads again (`--resume`)."""
+    import keras
+    from keras import ops
+
+    @keras.saving.register_keras_serializable(package="facexpr")
+    class LogitAdjustedCrossentropy(keras.losses.Loss):
+        def __init__(self, priors: list[float], tau: float = 1.0, label_smoothing: float = 0.0,
+                     name: str = "logit_adjusted_crossentropy", **kwargs: Any) -> None:
+            super().__init__(name=name, **kwargs)
+            self.priors = [float(p) for p in priors]
+            self.tau, self.label_smoothing = float(tau), label_smoothing
+
+        def call(self, y_true, y_pred):
+            weights = ops.power(ops.convert_to_tensor(self.priors, dtype=y_pred.dtype), self.tau)
+            adjusted = y_pred * weights
+            adjusted = adjusted / ops.sum(adjusted, axis=-1, keepdims=True)
+            return keras.losses.categorical_crossentropy(y_true, adjusted,
+                                                         label_smoothing=self.label_smoothing)
+
+        def get_config(self) -> dict[str, Any]:
+            return {**super().get_config(), "priors": self.priors, "tau": self.tau,
+                    "label_smoothing": self.label_smoothing}
+
+    return LogitAdjustedCrossentropy
+
+
+def _compile(network, recipe: Recipe, steps_per_epoch: int, priors: np.ndarray | None = None) -> None:
     import keras
 
     total = steps_per_epoch * recipe.epochs
@@ -204,9 +236,10 @@ def _compile(network, recipe: Recipe, steps_per_epoch: int) -> None:
         warmup_target=recipe.learning_rate, warmup_steps=warmup, alpha=0.0)
     optimizer = keras.optimizers.SGD(schedule, momentum=recipe.momentum, nesterov=True,
                                      weight_decay=recipe.weight_decay)
-    network.compile(optimizer=optimizer,
-                    loss=keras.losses.CategoricalCrossentropy(label_smoothing=recipe.label_smoothing),
-                    metrics=["accuracy"])
+    loss = (logit_adjusted_loss()(priors.tolist(), recipe.logit_adjust, recipe.label_smoothing)
+            if recipe.logit_adjust and priors is not None
+            else keras.losses.CategoricalCrossentropy(label_smoothing=recipe.label_smoothing))
+    network.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
 
 
 def _machine() -> dict[str, Any]:
@@ -270,11 +303,13 @@ def train(data_uri: str, out: str | os.PathLike, relabeled_uri: str | None = Non
     ckpt_model, ckpt_state = checkpoint_dir / "last.keras", checkpoint_dir / "state.json"
     history: dict[str, list[float]] = {}
     initial_epoch, elapsed_before = 0, 0.0
+    priors = targets.mean(axis=0)  # the class mix the network sees (logit adjustment's π)
     if resume and ckpt_model.exists() and ckpt_state.exists():
         state = json.loads(ckpt_state.read_text())
         if state.get("recipe") != _jsonable(asdict(recipe)):
             raise DataError(f"The checkpoint in {checkpoint_dir} used another recipe; "
                             "resume with the same options or train without --resume.")
+        logit_adjusted_loss()  # registered, so a checkpoint compiled with it loads
         network = keras.models.load_model(ckpt_model)
         initial_epoch, history, elapsed_before = state["epoch"], state["history"], state["wall_time_s"]
         print(f"Resuming from epoch {initial_epoch} of {recipe.epochs}", flush=True)
@@ -282,7 +317,7 @@ def train(data_uri: str, out: str | os.PathLike, relabeled_uri: str | None = Non
         network = build_network(recipe.widths, recipe.dropout, recipe.seed)
         if recipe.init_from:
             _start_from(network, recipe.init_from)
-        _compile(network, recipe, steps)
+        _compile(network, recipe, steps, priors)
     train_ds, val_data = _make_datasets(full_train, targets, val_set, recipe, initial_epoch, loader_workers)
 
     started = time.perf_counter()
@@ -330,6 +365,8 @@ def train(data_uri: str, out: str | os.PathLike, relabeled_uri: str | None = Non
             "crop": FER_TEMPLATE.to_dict(),
             **({"init_from": _init_summary(recipe.init_from)} if recipe.init_from else {}),
             "recipe": _jsonable(asdict(recipe)),
+            **({"logit_adjustment": {"tau": recipe.logit_adjust, "priors": dict(zip(
+                EXPRESSIONS, np.round(priors, 4).tolist(), strict=True))}} if recipe.logit_adjust else {}),
             "augmentation": _jsonable(asdict(recipe.augmentation())),
             "parameters": int(served.count_params()),
             "seed": recipe.seed,
