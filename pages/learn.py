@@ -143,6 +143,10 @@ elif not shadow:
     st.caption("None. A retrain's new version answers beside the served model until it is promoted, "
                "discarded or stopped (`python -m facexpr shadow NAME` picks another).")
 
+def figure(value: float | None) -> str:
+    return "—" if value is None else f"{value:.4f}"
+
+
 st.subheader("Versions")
 try:
     registry = ModelRegistry(settings)
@@ -155,9 +159,8 @@ if settings.model:
     st.info(f"FACEXPR_MODEL={settings.model} overrides the registry in this deployment.")
 if versions:
     st.dataframe(pd.DataFrame([{"name": v.name, "base": v.base, "created": v.created,
-                                "val": "—" if v.val_accuracy is None else v.val_accuracy,
-                                "corrections": "—" if v.corrections_accuracy is None
-                                else v.corrections_accuracy,
+                                # text throughout: a column of numbers and "—" cannot go to Arrow as is
+                                "val": figure(v.val_accuracy), "corrections": figure(v.corrections_accuracy),
                                 "guardrail": {True: "passed", False: "failed", None: "—"}[v.guardrail],
                                 "served": "yes" if v.served else ""} for v in versions]),
                  hide_index=True, key="versions_table")

@@ -176,7 +176,7 @@ def test_one_labeller_grows_the_shadow_tally_through_review_and_promotes(browser
             main = _main(page)
             page.goto(url)
             go(page, "Learn")
-            main.get_by_text("4 so far, 4 answered").wait_for(timeout=STEP_MS)
+            main.get_by_text("5 so far, 4 answered").wait_for(timeout=STEP_MS)  # one waits in Review
             assert main.get_by_role("button", name="Promote cand-neutral").is_disabled()
             assert "At least 1 more answered in its favour" in main.inner_text()
 
