@@ -7,8 +7,10 @@ from facexpr.app import jobs
 from facexpr.app.ui import (
     get_history,
     get_settings,
+    model_changes_allowed,
     relabel_counts,
     served_classifier,
+    sign_in_button,
     through_the_entry_script,
 )
 from facexpr.core.errors import FacexprError
@@ -23,6 +25,10 @@ st.caption("Fine-tunes the served model on people's confirmations and correction
            "sample of the training data, then compares it with the served model before it may be served.")
 
 settings = get_settings()
+allowed, why_not = model_changes_allowed()  # FACEXPR_MODEL_ADMINS: who may change what is served
+if why_not:
+    st.info(why_not)
+    sign_in_button()
 try:
     served = served_classifier()
 except FacexprError as exc:
@@ -78,7 +84,8 @@ def job_panel(polling: bool) -> None:
         where = jobs.candidate_place(registry.state(), status.name)
         if where:  # promoted from the CLI or another replica since the retrain ended
             st.info(f"{status.name} {where}.")
-        if promote.button("Promote", key="retrain_promote", disabled=not verdict["passed"] or bool(where),
+        if promote.button("Promote", key="retrain_promote",
+                          disabled=not verdict["passed"] or bool(where) or not allowed,
                           type="primary"):
             registry.promote(status.name)
             jobs.clear(settings)
@@ -86,7 +93,7 @@ def job_panel(polling: bool) -> None:
         if not verdict["passed"] and not where:
             promote.caption("Off: it failed the guardrail. `python -m facexpr promote "
                             f"{status.name} --force` serves it anyway (logged).")
-        if discard.button("Discard", key="retrain_discard", disabled=bool(where)):
+        if discard.button("Discard", key="retrain_discard", disabled=bool(where) or not allowed):
             try:
                 registry.discard(status.name)
             except FacexprError as exc:
@@ -104,7 +111,7 @@ def job_panel(polling: bool) -> None:
     hopeless = cannot_pass(gathered.total, bool(settings.photos_val))
     if ready and hopeless:
         st.warning(hopeless)
-    if st.button("Retrain now", key="retrain_start", disabled=not ready, type="primary"):
+    if st.button("Retrain now", key="retrain_start", disabled=not ready or not allowed, type="primary"):
         try:
             jobs.start(settings, settings.train_data)
         except FacexprError as exc:
@@ -132,11 +139,11 @@ if evidence is not None:
     (st.success if evidence.passed else st.info)(evidence.summary())
     promote_shadow, stop_shadow = st.columns(2)
     if promote_shadow.button(f"Promote {evidence.candidate}", key="shadow_promote",
-                             disabled=not evidence.passed, type="primary"):
+                             disabled=not evidence.passed or not allowed, type="primary"):
         registry.promote(evidence.candidate, evidence=f"shadow: {evidence.candidate_right} right vs "
                                                       f"{evidence.served_right}, p = {evidence.p_value:.4f}")
         st.rerun()
-    if stop_shadow.button("Stop the shadow", key="shadow_off"):
+    if stop_shadow.button("Stop the shadow", key="shadow_off", disabled=not allowed):
         registry.set_shadow(None)
         st.rerun()
 elif not shadow:
@@ -165,7 +172,7 @@ if versions:
                                 "served": "yes" if v.served else ""} for v in versions]),
                  hide_index=True, key="versions_table")
 st.caption(f"Model store: {registry.uri}. Served: **{state.served or 'the shipped model (models/)'}**.")
-if st.button("Rollback", key="retrain_rollback", disabled=not state.stack,
+if st.button("Rollback", key="retrain_rollback", disabled=not state.stack or not allowed,
              help="Serve the version served before this one (the shipped model when none was)."):
     registry.rollback()
     st.rerun()

@@ -147,3 +147,30 @@ def test_a_retrain_that_cannot_pass_is_said_before_it_runs(tmp_path, monkeypatch
     at = AppTest.from_file(LEARN, default_timeout=60).run()
     assert not any("cannot pass" in w.value for w in at.warning)
     assert any(str(tmp_path / "photos") in c.value for c in at.caption)
+
+
+def test_only_named_people_may_change_what_is_served_when_the_deployment_says_so(tiny_model_path,
+                                                                                 monkeypatch):
+    """FACEXPR_MODEL_ADMINS: a stranger and a signed-in person not on the list see every button that
+    changes the served model off, with the reason; a named person (any letter case) may use them."""
+    settings = load_settings()
+    registered(settings, tiny_model_path, "v-admin")
+    ModelRegistry(settings).promote("v-admin")
+
+    def page(user: dict) -> AppTest:
+        at = AppTest.from_file(LEARN, default_timeout=60)
+        at.user = user
+        return at.run()
+
+    assert not page({}).button(key="retrain_rollback").disabled  # a laptop: no list, anyone
+    monkeypatch.setenv("FACEXPR_MODEL_ADMINS", "Ana@example.org, ops@example.org")
+    stranger = page({})
+    assert stranger.button(key="retrain_rollback").disabled
+    assert "Sign in to continue" in stranger.info[0].value and stranger.button(key="retrain_start").disabled
+    bob = page({"is_logged_in": True, "email": "bob@example.org"})
+    assert bob.button(key="retrain_rollback").disabled and "bob@example.org may not" in bob.info[0].value
+    ana = page({"is_logged_in": True, "email": "ana@EXAMPLE.org"})
+    assert not ana.button(key="retrain_rollback").disabled
+    assert not any("FACEXPR_MODEL_ADMINS" in i.value for i in ana.info)
+    ana.button(key="retrain_rollback").click().run()
+    assert not ana.exception and ModelRegistry(settings).served() is None

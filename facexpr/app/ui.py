@@ -424,3 +424,30 @@ def confirm_or_correct(prediction: Prediction, face_index: int, original: bytes 
     if saved is not None:
         (st.warning if saved.queued else st.success)(saved.message())
     return saved
+
+
+def model_changes_allowed() -> tuple[bool, str | None]:
+    """Whether this session's person may retrain, promote, roll back or discard, and if not, why.
+
+    Anyone may on a deployment without FACEXPR_MODEL_ADMINS (a laptop). With it, only those signed-in
+    emails may (Streamlit's login, `st.login`, configured under [auth] in secrets.toml); the CLI and
+    the API keep their own keys."""
+    admins = get_settings().model_admins
+    if not admins:
+        return True, None
+    user = st.user.to_dict()
+    if not user.get("is_logged_in"):
+        return False, ("On this deployment only the people named in FACEXPR_MODEL_ADMINS may retrain, "
+                       "promote, roll back or discard. Sign in to continue.")
+    email = str(user.get("email") or "").lower()
+    if email not in admins:
+        return False, (f"{email or 'This account'} may not change the served model here: ask one of the "
+                       "people named in FACEXPR_MODEL_ADMINS.")
+    return True, None
+
+
+def sign_in_button() -> None:
+    """Streamlit's login, where this deployment configures it (an [auth] section in secrets.toml)."""
+    if "auth" in _secrets() and not st.user.to_dict().get("is_logged_in"):
+        if st.button("Sign in", key="sign_in"):
+            st.login()

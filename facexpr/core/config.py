@@ -13,7 +13,7 @@ from typing import Any
 
 KEYS = ("FACEXPR_MODEL", "FACEXPR_DATA_DIR", "FACEXPR_S3_BUCKET", "FACEXPR_S3_PREFIX",
         "FACEXPR_TRAIN_DATA", "FACEXPR_RETRAIN_RECIPE",
-        "FACEXPR_PHOTOS_VAL", "FACEXPR_MONGODB_URI", "FACEXPR_MONGODB_DB",
+        "FACEXPR_PHOTOS_VAL", "FACEXPR_MODEL_ADMINS", "FACEXPR_MONGODB_URI", "FACEXPR_MONGODB_DB",
         "AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID",
         "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION")
 
@@ -29,6 +29,8 @@ class Settings:
     train_data: str | None = None  # FER2013 layout (train/ + val/) the app's retrain replays and scores on
     retrain_recipe: str | None = None  # JSON overrides of the app's retrain recipe, e.g. {"epochs": 6}
     photos_val: str | None = None  # labelled photos <expression>/<image> (folder, s3://) retrains score
+    # Who may retrain, promote, roll back or discard in the app (signed-in emails); empty: anyone
+    model_admins: tuple[str, ...] = ()
 
     @property
     def relabeled_uri(self) -> str:
@@ -69,4 +71,6 @@ def load_settings(secrets: Mapping[str, Any] | None = None, environ: Mapping[str
         train_data=get("FACEXPR_TRAIN_DATA"),
         retrain_recipe=get("FACEXPR_RETRAIN_RECIPE"),
         photos_val=get("FACEXPR_PHOTOS_VAL"),
+        model_admins=tuple(sorted({a.strip().lower() for a in (get("FACEXPR_MODEL_ADMINS") or "").split(",")
+                                   if a.strip()})),
     )
