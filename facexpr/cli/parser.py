@@ -8,6 +8,7 @@ import sys
 from facexpr.cli.answering import cmd_evaluate, cmd_predict, cmd_serve
 from facexpr.cli.common import fraction_arg, port_arg, positive_arg, share_arg, widths_arg
 from facexpr.cli.learning import (
+    cmd_export,
     cmd_import_corrections,
     cmd_import_fer2013,
     cmd_pack,
@@ -21,8 +22,8 @@ from facexpr.core.errors import FacexprError
 from facexpr.learn.augment import AUGMENTATIONS
 from facexpr.model.classifier import PRECISIONS
 
-DESCRIPTION = ("`facexpr …` (or `python -m facexpr …`): predict, evaluate, train, pack, retrain, models, "
-               "promote, rollback, sync, import-corrections, import-fer2013, upload-dataset, serve.")
+DESCRIPTION = ("`facexpr …` (or `python -m facexpr …`): predict, evaluate, train, pack, retrain, export, "
+               "models, promote, rollback, sync, import-corrections, import-fer2013, upload-dataset, serve.")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -112,6 +113,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="start from this model instead of the served one")
     p.add_argument("--promote", action="store_true", help="serve the new version if it passes the guardrail")
     p.set_defaults(func=cmd_retrain)
+
+    p = sub.add_parser("export", help="write a model's LiteRT file MODEL.tflite, checked against it")
+    p.add_argument("model", metavar="MODEL.keras", help="the Keras model; its card gets a `lite` section")
+    p.add_argument("--val-data", default=None, metavar="DIR",
+                   help="labelled crops DIR/<expression>/<image> (e.g. FER2013's val/): probe set and "
+                        "accuracy check, recorded in the card")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("models", help="list the versions in the model store and which one is served")
     p.set_defaults(func=cmd_models)

@@ -295,7 +295,7 @@ def retrain(settings: Settings, data_uri: str, name: str | None = None, recipe: 
     name = check_name(name or "retrain-" + datetime.now(UTC).strftime("%Y%m%d-%H%M%S"))
 
     say(0.0, "loading the served model and the corrections")
-    base = load_classifier(base_path or served_model_path(settings))
+    base = load_classifier(base_path or served_model_path(settings), backend="keras")  # fine-tuned: Keras
     every, left_out = load_corrections(settings.relabeled_uri).cut_for(base.geometry)
     if not len(every):
         other = f" ({sum(left_out.values())} cut another way: {_left_out_text(left_out)})" if left_out else ""
@@ -340,7 +340,8 @@ def retrain(settings: Settings, data_uri: str, name: str | None = None, recipe: 
         comparison=comparison, verdict=verdict, history=history, wall_time_s=wall,
         trained_at=datetime.now(UTC).isoformat(timespec="seconds"), val_report=val_after)
     out = Path(workdir or Path(settings.data_dir) / "retrain") / name
-    keras_path = save_model(network, card, out)
+    checks = {"probe": val.images[:512], "val": (val.images, val.labels)} if len(val) else {}
+    keras_path = save_model(network, card, out, **checks)  # its .tflite, checked on FER2013 val
     say(1.0, "done: " + ("passed" if verdict.passed else "failed") + " the guardrail — " + verdict.reason)
     return RetrainResult(card, keras_path)
 

@@ -337,7 +337,8 @@ def train(data_uri: str, out: str | os.PathLike, relabeled_uri: str | None = Non
             "history": history,
         },
     )
-    keras_path = save_model(served, card, out)
+    checks = {"probe": val_set.images[:512], "val": (val_set.images, val_set.labels)} if len(val_set) else {}
+    keras_path = save_model(served, card, out, **checks)  # with its .tflite, checked on val
     _plot_learning_curve(history, keras_path.with_suffix(".png"))
     return card
 
