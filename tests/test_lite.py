@@ -180,3 +180,14 @@ def test_commands_that_need_tensorflow_name_the_extra_when_it_is_missing(command
 def test_a_classifier_needs_a_network_or_a_lite_model():
     with pytest.raises(ModelError, match="needs a Keras network or a LiteRT model"):
         Classifier()
+
+
+def test_the_apps_retrain_job_without_tensorflow_fails_with_the_extra_to_install(monkeypatch):
+    from facexpr.core.config import load_settings
+    from facexpr.core.extras import MissingExtra
+    from facexpr.learn.retrain import retrain
+
+    for module in ("keras", "tensorflow"):
+        monkeypatch.setitem(sys.modules, module, None)
+    with pytest.raises(MissingExtra, match=r"Retraining needs tensorflow, .*pip install 'facexpr\[train\]'"):
+        retrain(load_settings(), "data")

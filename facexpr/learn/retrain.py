@@ -27,6 +27,7 @@ import numpy as np
 
 from facexpr.core.config import Settings
 from facexpr.core.errors import DataError, ModelError
+from facexpr.core.extras import require
 from facexpr.core.labels import EXPRESSIONS
 from facexpr.learn.correction_set import Corrections, load_corrections, split_heldout
 from facexpr.learn.data import Dataset, layout_keys, load_layout, read_keys
@@ -288,6 +289,7 @@ def retrain(settings: Settings, data_uri: str, name: str | None = None, recipe: 
     puts them into the registry (`ModelRegistry.add`)."""
     from facexpr.model.registry import check_name, served_model_path
 
+    require("train", "Retraining")  # also the app's background job: its page shows this message
     recipe = recipe or RetrainRecipe()
     recipe.check()
     started = time.perf_counter()

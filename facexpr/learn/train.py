@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from facexpr.core.errors import DataError
+from facexpr.core.extras import require
 from facexpr.core.labels import CROP_SIZE
 from facexpr.learn.augment import Augmentation, augment_batch, batch_rng, epoch_order
 from facexpr.learn.data import Dataset, load_ferplus, load_layout, load_packed
@@ -249,6 +250,7 @@ def train(data_uri: str, out: str | os.PathLike, relabeled_uri: str | None = Non
     DATA is an image layout or a `.npz` made by `pack_dataset` (one file, for a machine without
     the layout). LOADER_WORKERS threads make the numpy pipeline's batches (results do not depend
     on it: each batch is a function of seed, epoch and index). Returns the model card it wrote."""
+    require("train", "Training")  # a lean install: say which extra, not a traceback
     import keras
 
     recipe = recipe or Recipe()
