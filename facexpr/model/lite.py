@@ -20,8 +20,12 @@ from facexpr.core.errors import ModelError
 from facexpr.core.labels import CROP_SIZE
 
 SUFFIX = ".tflite"
-BATCH = 64  # crops per invoke: LiteRT's throughput is flat from 32 up, and 64 keeps the arena small
-# Two threads per interpreter where the CPU has them: XNNPACK splits each conv across them.
+# Crops per invoke (×2 inside: both flips). Small batches keep each layer's activations in cache:
+# on the 2-core EPYC, 8–16 gave ~10 % more faces/s than 64 or 128 (benchmarks/RESULTS.md).
+BATCH = 16
+# Threads of a batch interpreter: XNNPACK splits each conv across two cores where there are two.
+# One crop runs on one thread (splitting 1 ms of work costs more than it gains under load);
+# concurrent requests still use every core, each on an interpreter of its own from the pool.
 THREADS = max(1, min(2, os.cpu_count() or 1))
 
 
@@ -73,7 +77,8 @@ class LiteRuntime:
         from ai_edge_litert.interpreter import Interpreter
 
         try:
-            interpreter = Interpreter(model_content=self._model, num_threads=self._threads)
+            threads = 1 if rows == 1 else self._threads
+            interpreter = Interpreter(model_content=self._model, num_threads=threads)
             detail = interpreter.get_input_details()[0]
             if tuple(detail["shape"][1:]) != (CROP_SIZE, CROP_SIZE, 1):
                 raise ValueError(f"it takes {tuple(detail['shape'])}, not 48×48 gray crops")
