@@ -93,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="training compute (default: mixed_bfloat16 where the CPU has it, else float32)")
     p.add_argument("--loader-workers", type=int, default=1,
                    help="threads making augmented batches in the numpy pipeline (results do not change)")
-    p.add_argument("--out", default="models/facexpr", help="models/NAME: writes NAME.keras and NAME.json")
+    p.add_argument("--out", default="models/facexpr",
+                   help="models/NAME: writes NAME.keras, NAME.tflite and NAME.json")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint of this --out")
     p.set_defaults(func=cmd_train)
 
