@@ -1,8 +1,8 @@
-"""The Keras network, its model card (`ModelCard`), and batch prediction on 48×48 face crops.
+"""The network, its model card (`ModelCard`), and batch prediction on 48×48 face crops: served
+from the model's LiteRT file (facexpr.model.lite) where it has one, else through TensorFlow.
 
 The network takes raw 8-bit gray pixels (0..255) and scales them itself, so every caller
-feeds the same thing: crops straight from `faces`.
-"""
+feeds the same thing: crops straight from `faces`."""
 
 from __future__ import annotations
 
