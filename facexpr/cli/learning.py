@@ -16,7 +16,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from facexpr.core.config import load_settings
     from facexpr.learn.train import Recipe, train
 
-    require("train", "Training")
+    require("train", "Training", modules=("keras",))  # Keras on any backend, JAX included
     recipe = Recipe()
     if args.epochs is not None:
         recipe.epochs = args.epochs

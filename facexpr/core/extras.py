@@ -22,9 +22,10 @@ def install_hint(extra: str) -> str:
     return f"pip install 'facexpr[{extra}]'"
 
 
-def require(extra: str, purpose: str) -> None:
-    """Import EXTRA's modules, or raise MissingExtra: "PURPOSE needs X, which is not installed: …"."""
-    for module in EXTRAS[extra]:
+def require(extra: str, purpose: str, modules: tuple[str, ...] | None = None) -> None:
+    """Import EXTRA's modules (or only MODULES of them), or raise MissingExtra: "PURPOSE needs X,
+    which is not installed: …"."""
+    for module in modules or EXTRAS[extra]:
         try:
             importlib.import_module(module)
         except ImportError as exc:

@@ -250,7 +250,8 @@ def train(data_uri: str, out: str | os.PathLike, relabeled_uri: str | None = Non
     DATA is an image layout or a `.npz` made by `pack_dataset` (one file, for a machine without
     the layout). LOADER_WORKERS threads make the numpy pipeline's batches (results do not depend
     on it: each batch is a function of seed, epoch and index). Returns the model card it wrote."""
-    require("train", "Training")  # a lean install: say which extra, not a traceback
+    # A lean install: say which extra, not a traceback. Keras alone will do (it trains on JAX too).
+    require("train", "Training", modules=("keras",))
     import keras
 
     recipe = recipe or Recipe()
