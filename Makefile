@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # The MongoDB-wire test server (secantusdb, GPL): its own environment, a test tool only.
 SECANTUS_VENV ?= .venv-secantus
 
-.PHONY: setup setup-test-server app test lint bench bench-api gpu-prep
+.PHONY: setup setup-test-server app test lint bench bench-api gpu-prep lite
 
 setup: $(VENV)/.installed
 
@@ -39,6 +39,11 @@ bench: setup
 bench-api: setup
 	$(PY) -m pip install --quiet --no-deps -r benchmarks/requirements.txt
 	$(PY) -m benchmarks.api_load
+
+# A model's LiteRT file (what is served), checked on FER2013 val and recorded in its card:
+#   make lite MODEL=models/NAME.keras   (default: the newest card in models/, the shipped model)
+lite: setup
+	$(PY) -m facexpr export $(or $(MODEL),$(shell $(PY) -c 'from facexpr.model.classifier import newest_model; print(newest_model())')) --val-data $(FER2013)/val
 
 # What one training run on a GPU machine carries (README, Training on a GPU): the packed data and
 # the wheels that machine lacks, both in the ignored data/.

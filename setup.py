@@ -10,7 +10,8 @@ from setuptools import find_packages, setup
 setup(
     packages=[*find_packages(include=["facexpr", "facexpr.*"]), "facexpr.models"],
     package_dir={"facexpr.models": "models"},
-    package_data={"facexpr.models": ["*.keras", "*.json", "face-finder/*.tflite", "face-finder/*.txt",
-                                      "face-finder/README.md"]},
+    # *.tflite: the shipped model's LiteRT file, what a lean install (no TensorFlow) serves
+    package_data={"facexpr.models": ["*.keras", "*.tflite", "*.json", "face-finder/*.tflite",
+                                      "face-finder/*.txt", "face-finder/README.md"]},
     exclude_package_data={"facexpr.models": ["*.png"]},
 )

@@ -21,7 +21,7 @@ from facexpr.app.ui import (
     upload_limits,
 )
 from facexpr.core.errors import FacexprError
-from facexpr.model.explain import grad_cam, overlay
+from facexpr.model.explain import explain, overlay
 from facexpr.photo.imaging import check_upload_name
 
 through_the_entry_script()  # a deep link as the first request (facexpr.app.ui)
@@ -108,9 +108,9 @@ with answer_col:
             st.altair_chart(probability_chart(face.probabilities), width="stretch")
             # keyed by the answer: a switch left on for the last photo must not show this one's heatmap
             if st.toggle("Show what drove this answer", key=answer_key("explain", prediction, face_index)):
-                heat = grad_cam(served_classifier(), face.crop)  # only when asked: a backward pass
+                heat, method = explain(served_classifier(), face.crop)  # only when asked
                 st.image(overlay(face.crop, heat), width=192,
-                         caption=f"Regions that raised “{face.expression}” (Grad-CAM): hotter is stronger")
+                         caption=f"Regions that raised “{face.expression}” ({method}): hotter is stronger")
             if face.too_small:
                 st.warning(f"Too small to trust: this face is {face.box.w}×{face.box.h} pixels, and the "
                            "model reads 48×48, so most of what it saw was filled in. Choose the true "

@@ -89,6 +89,7 @@ def unsure_model_path(tmp_path_factory, tiny_model_path) -> Path:
 
     out = tmp_path_factory.mktemp("unsure") / "tiny-unsure.keras"
     shutil.copy(tiny_model_path, out)
+    shutil.copy(tiny_model_path.with_suffix(".tflite"), out.with_suffix(".tflite"))  # served on LiteRT too
     card = json.loads(tiny_model_path.with_suffix(".json").read_text())
     card.update(name="tiny-unsure", unsure={"below": 0.99})
     out.with_suffix(".json").write_text(json.dumps(card))

@@ -56,6 +56,10 @@ def test_evaluate_prints_the_report_as_json(tmp_path, tiny_model_path, capsys):
     result = json.loads(capsys.readouterr().out)
     assert result["n"] == 2 and result["ready_crops"] == 2 and result["faces_found"] == 0
     assert set(result) >= {"accuracy", "per_class", "confusion", "faces_found", "whole_image_fallback"}
+    assert result["backend"] == "lite"  # the served LiteRT file, as every other command answers
+    assert main(["evaluate", str(tmp_path), "--json", "--model", str(tiny_model_path),
+                 "--precision", "float32"]) == 0
+    assert json.loads(capsys.readouterr().out)["backend"] == "folded"  # the Keras model, through TensorFlow
 
 
 def test_evaluate_on_a_missing_folder_says_so(tmp_path, tiny_model_path, capsys):

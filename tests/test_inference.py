@@ -42,9 +42,10 @@ def test_folded_network_agrees_with_keras(flip, widths):
     _agree(fast, Classifier(network, flip_average=flip, fast=False), CROPS)
 
 
-def test_tiny_test_model_is_served_folded(tiny_classifier):
-    assert tiny_classifier.backend == "folded"
-    _agree(tiny_classifier, Classifier(tiny_classifier.network, fast=False), CROPS)
+def test_tiny_test_model_loaded_through_keras_is_served_folded(tiny_model_path):
+    through_keras = load_classifier(tiny_model_path, backend="keras")
+    assert through_keras.backend == "folded"
+    _agree(through_keras, Classifier(through_keras.network, fast=False), CROPS)
 
 
 def test_a_network_it_cannot_fold_is_served_by_keras():
@@ -76,7 +77,7 @@ def test_a_branching_network_is_not_folded():
 
 @pytest.mark.skipif(shipped_card() is None, reason="no model committed in models/ yet")
 def test_shipped_model_fast_paths_agree_with_keras():
-    served = load_classifier()
+    served = load_classifier(backend="keras")
     assert served.backend == "folded"
     _agree(served, Classifier(served.network, fast=False), CROPS)
 

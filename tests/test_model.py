@@ -15,6 +15,7 @@ from facexpr.model.classifier import (
     read_card,
     save_model,
 )
+from facexpr.model.lite import lite_path
 from facexpr.model.predict import predict_image
 from tests.conftest import shipped_card
 
@@ -105,3 +106,15 @@ def test_the_default_model_is_the_best_one_shipped():
 def test_shipped_model_sees_the_smile(astronaut_bytes):
     p = predict_image(astronaut_bytes, load_classifier())
     assert p.faces[0].expression == "happy"
+
+
+@shipped
+def test_the_shipped_model_is_served_from_its_checked_lite_file():
+    """A new default model needs its .tflite: `python -m facexpr export models/NAME.keras --val-data
+    ../shared/data/fer2013/val` writes it and the card's figures checked here."""
+    served = load_classifier()
+    assert served.backend == "lite", "run `python -m facexpr export` on the shipped model (README)"
+    lite = card["lite"]
+    assert lite["val"]["n"] == card["val"]["n"] and lite["val"]["keras_accuracy"] == card["val"]["accuracy"]
+    assert lite["val"]["lite_accuracy"] >= lite["val"]["keras_accuracy"] - 0.002
+    assert lite_path(newest_model()).stat().st_size < 5 * 2**20

@@ -11,7 +11,7 @@ from facexpr.model.source import local_model_path
 
 @pytest.fixture
 def model_in_s3(s3, tiny_model_path):
-    for suffix in (".keras", ".json"):
+    for suffix in (".keras", ".tflite", ".json"):
         s3.client.put_object(Bucket=s3.bucket, Key=f"models/tiny-test{suffix}",
                              Body=tiny_model_path.with_suffix(suffix).read_bytes())
     return f"s3://{s3.bucket}/models/tiny-test.keras"
@@ -23,6 +23,16 @@ def test_a_model_in_s3_is_served(model_in_s3, monkeypatch, isolated_settings):
     assert recognizer.model_version == "tiny-test"
     assert recognizer.classifier.card.val.accuracy == 0.5  # the card came along
     assert recognizer.classifier.path.is_relative_to(isolated_settings / "models")
+    assert recognizer.classifier.backend == "lite"  # its .tflite came along and matches the card
+
+
+def test_a_model_in_s3_without_its_tflite_is_served_through_tensorflow(s3, tiny_model_path, monkeypatch):
+    for suffix in (".keras", ".json"):
+        s3.client.put_object(Bucket=s3.bucket, Key=f"old/tiny-test{suffix}",
+                             Body=tiny_model_path.with_suffix(suffix).read_bytes())
+    monkeypatch.setenv("FACEXPR_MODEL", f"s3://{s3.bucket}/old/tiny-test.keras")
+    recognizer = facexpr.Recognizer()
+    assert (recognizer.model_version, recognizer.classifier.backend) == ("tiny-test", "folded")
 
 
 def test_the_copy_is_reused_and_refreshed_when_the_object_changes(model_in_s3, s3, tiny_model_path):

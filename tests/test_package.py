@@ -3,7 +3,9 @@ environment outside it, answers a photo from Python, from the `facexpr` command 
 
 To stay fast and offline the fresh environment reuses the already installed dependencies (a .pth
 line to this environment's site-packages) and installs facexpr itself with --no-deps; that the
-declared ranges admit the pinned set is checked separately.
+declared ranges admit the pinned set is checked separately. Each answer is asked of two such
+environments: one with everything, and a lean one where TensorFlow and Keras cannot be imported
+(a meta-path blocker loaded by a .pth file before anything else), as after `pip install facexpr`.
 """
 
 from __future__ import annotations
@@ -42,12 +44,30 @@ def wheel(tmp_path_factory) -> Path:
     return found
 
 
-@pytest.fixture(scope="module")
-def venv(tmp_path_factory, wheel) -> Path:
-    root = tmp_path_factory.mktemp("fresh-venv") / "venv"
+# Loaded at start-up in the lean environment: `import tensorflow` / `import keras` fail as if absent.
+BLOCKER = """import sys
+
+
+class NoTensorFlow:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("tensorflow", "keras"):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+
+sys.meta_path.insert(0, NoTensorFlow())
+"""
+
+
+@pytest.fixture(scope="module", params=["full", "no-tensorflow"])
+def venv(request, tmp_path_factory, wheel) -> Path:
+    root = tmp_path_factory.mktemp(f"venv-{request.param}") / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(root)], check=True, timeout=120)
     site = next((root / "lib").glob("python3*/site-packages"))
     (site / "reuse-installed-deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    if request.param == "no-tensorflow":
+        (site / "_facexpr_no_tensorflow.py").write_text(BLOCKER)
+        (site / "00-no-tensorflow.pth").write_text("import _facexpr_no_tensorflow\n")  # before the deps
     subprocess.run([sys.executable, "-m", "pip", "--python", str(root / "bin" / "python"), "install", "-q",
                     "--no-deps", "--no-index", str(wheel)], check=True, capture_output=True, timeout=300)
     return root
@@ -62,7 +82,8 @@ def stranger_env(tmp_path: Path) -> dict[str, str]:
 def test_the_wheel_holds_the_package_and_the_shipped_model(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {"facexpr/__init__.py", "facexpr/serve/api/app.py", "facexpr/serve/recognizer.py",
-            "facexpr/models/fer-vgg-v1.keras", "facexpr/models/fer-vgg-v1.json"} <= names
+            "facexpr/models/fer-vgg-v1.keras", "facexpr/models/fer-vgg-v1.json",
+            "facexpr/models/fer-vgg-v1.tflite"} <= names
     assert not any(n.startswith(("tests/", "pages/", "benchmarks/", "models/")) for n in names)
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "facexpr = facexpr.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
@@ -70,8 +91,9 @@ def test_the_wheel_holds_the_package_and_the_shipped_model(wheel):
 
 
 def test_declared_ranges_admit_the_pinned_requirements():
-    declared = [Requirement(r) for r in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-                ["dependencies"]]
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    declared = [Requirement(r) for r in [*project["dependencies"], *extras["app"], *extras["train"]]]
     pins = {}
     for line in (ROOT / "requirements.txt").read_text().splitlines():
         line = line.split("#")[0].strip()
@@ -86,19 +108,33 @@ def test_declared_ranges_admit_the_pinned_requirements():
         assert req.specifier.contains(pinned), f"{req.name}=={pinned} is outside {req.specifier}"
     opencv = next(r for r in declared if r.name == "opencv-python-headless")
     assert not opencv.specifier.contains("5.0.0")  # OpenCV 5 has no Haar CascadeClassifier
+    # The base install is lean: TensorFlow and Keras come only with [train].
+    base = {Requirement(r).name for r in project["dependencies"]}
+    assert not base & {"tensorflow", "tensorflow-cpu", "keras"}
 
 
 def test_installed_copy_answers_from_python_with_no_checkout(venv, tmp_path):
     photo = str(FIXTURES / "astronaut.jpg")
-    code = (f"import json, facexpr; r = facexpr.Recognizer(); (f,) = r.classify({photo!r}); "
+    code = (f"import json, sys, facexpr; r = facexpr.Recognizer(); (f,) = r.classify({photo!r}); "
             "print(json.dumps({'file': facexpr.__file__, 'model': str(r.classifier.path), "
-            "'version': r.model_version, 'expression': f.expression}))")
+            "'version': r.model_version, 'expression': f.expression, 'backend': r.classifier.backend, "
+            "'tensorflow': 'tensorflow' in sys.modules}))")
     run = subprocess.run([str(venv / "bin" / "python"), "-c", code], cwd=tmp_path, env=stranger_env(tmp_path),
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     out = json.loads(run.stdout.strip().splitlines()[-1])
     assert out["file"].startswith(str(venv)) and out["model"].startswith(str(venv))
     assert out["version"] == "fer-vgg-v1" and out["expression"] == "happy"
+    assert out["backend"] == "lite" and out["tensorflow"] is False  # on LiteRT: TensorFlow never loaded
+
+
+def test_a_lean_install_names_the_extra_a_command_needs(venv, tmp_path):
+    if not venv.parent.name.startswith("venv-no-tensorflow"):
+        pytest.skip("TensorFlow is installed here: training would start")
+    train = subprocess.run([str(venv / "bin" / "facexpr"), "train", "--data", str(tmp_path)], cwd=tmp_path,
+                           env=stranger_env(tmp_path), capture_output=True, text=True, timeout=300)
+    assert train.returncode == 2 and "pip install 'facexpr[train]'" in train.stderr
+    assert "Traceback" not in train.stderr
 
 
 def test_installed_command_has_version_and_predict(venv, tmp_path):

@@ -216,6 +216,7 @@ def registered(settings, tiny_model_path, name: str, passed: bool = True):
     work = settings.data_dir / "work"
     work.mkdir(parents=True, exist_ok=True)
     (work / f"{name}.keras").write_bytes(tiny_model_path.read_bytes())
+    (work / f"{name}.tflite").write_bytes(tiny_model_path.with_suffix(".tflite").read_bytes())
     (work / f"{name}.json").write_text(json.dumps(card))
     return ModelRegistry(settings).add(work / f"{name}.keras")
 

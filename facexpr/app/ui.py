@@ -328,12 +328,12 @@ def record_batch_once(predictions: list[Prediction], source: str) -> str | None:
 
 
 @st.cache_resource(show_spinner=False)
-def _shadow_runner(settings: Settings) -> ShadowRunner:
+def _shadow_runner(settings: Settings) -> ShadowRunner:  # one per process and settings
     return ShadowRunner(settings)
 
 
 def shadow_runner() -> ShadowRunner:
-    """This process's runner of the registry's shadow candidate (facexpr.serve.shadow), per settings."""
+    """This process's runner of the registry's shadow candidate (facexpr.serve.shadow)."""
     return _shadow_runner(get_settings())
 
 
@@ -427,11 +427,8 @@ def confirm_or_correct(prediction: Prediction, face_index: int, original: bytes 
 
 
 def model_changes_allowed() -> tuple[bool, str | None]:
-    """Whether this session's person may retrain, promote, roll back or discard, and if not, why.
-
-    Anyone may on a deployment without FACEXPR_MODEL_ADMINS (a laptop). With it, only those signed-in
-    emails may (Streamlit's login, `st.login`, configured under [auth] in secrets.toml); the CLI and
-    the API keep their own keys."""
+    """Whether this session's person may retrain, promote, roll back or discard, and if not, why:
+    anyone without FACEXPR_MODEL_ADMINS (a laptop), else only those signed-in emails (`st.login`)."""
     admins = get_settings().model_admins
     if not admins:
         return True, None

@@ -52,17 +52,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from facexpr.model.classifier import add_to_card
 
     classifier = load_model_for(args, args.precision)
-    result = evaluate_dir(Path(args.dir), classifier, args.faces)
+    result = {**evaluate_dir(Path(args.dir), classifier, args.faces), "backend": classifier.backend}
     if args.card_section:
         command = " ".join(["python -m facexpr evaluate", args.dir, "--faces", args.faces]
-                           + (["--precision", args.precision] if args.precision != "float32" else []))
+                           + (["--precision", args.precision] if args.precision else []))
         add_to_card(classifier.path, args.card_section, {"source": args.dir, "command": command, **result})
     if args.json:
         print(json.dumps(result))
     else:
         print(f"{result['n']} images, accuracy {result['accuracy']:.4f}, macro F1 {result['macro_f1']:.4f}, "
               f"faces found {result['faces_found']}/{result['n']}"
-              + (f", ready crops {result['ready_crops']}" if result["ready_crops"] else ""))
+              + (f", ready crops {result['ready_crops']}" if result["ready_crops"] else "")
+              + f" (model: {classifier.version}, {classifier.backend})")
         fallback = result["whole_image_fallback"]
         if fallback["images"]:
             print(f"with the whole image read where no face was found ({fallback['images']} images): "

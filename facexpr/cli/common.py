@@ -39,7 +39,8 @@ def native_logs_held() -> Iterator[None]:
                 sys.stderr.write(held.read().decode(errors="replace"))
 
 
-def load_model_for(args: argparse.Namespace, precision: str = "float32"):
+def load_model_for(args: argparse.Namespace, precision: str | None = None):
+    """The served classifier (its LiteRT file where it has one); with PRECISION, the Keras model."""
     import logging
 
     logging.getLogger("absl").setLevel(logging.ERROR)  # a deprecation notice from the TFLite converter
@@ -47,7 +48,8 @@ def load_model_for(args: argparse.Namespace, precision: str = "float32"):
         from facexpr.model.classifier import load_classifier
         from facexpr.photo.detectors import get_detector
 
-        classifier = load_classifier(model_path(args), precision)
+        classifier = load_classifier(model_path(args), precision or "float32",
+                                     backend="keras" if precision else "auto")
         # The face finder's runtime announces itself on its first run: let that happen here too.
         get_detector(classifier.geometry.detector).find(np.zeros((96, 96), np.uint8))
         return classifier

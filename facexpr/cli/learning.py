@@ -1,4 +1,4 @@
-"""The commands that make and feed models: `train`, `retrain`, `import-corrections`, `pack`,
+"""The commands that make and feed models: `train`, `retrain`, `export`, `import-corrections`, `pack`,
 `import-fer2013`, `upload-dataset` and `sync`."""
 
 from __future__ import annotations
@@ -9,12 +9,14 @@ from pathlib import Path
 
 from facexpr.cli.common import model_path, print_per_class
 from facexpr.core.errors import FacexprError
+from facexpr.core.extras import require
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from facexpr.core.config import load_settings
     from facexpr.learn.train import Recipe, train
 
+    require("train", "Training", modules=("keras",))  # Keras on any backend, JAX included
     recipe = Recipe()
     if args.epochs is not None:
         recipe.epochs = args.epochs
@@ -36,7 +38,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     card = train(args.data, args.out, relabeled_uri=relabeled or None, recipe=recipe, resume=args.resume,
                  loader_workers=args.loader_workers)
     val = card.val
-    print(f"\nWrote {args.out}.keras and {args.out}.json")
+    lite = "" if "error" in (card.sections.get("lite") or {}) else f", {args.out}.tflite"
+    print(f"\nWrote {args.out}.keras{lite} and {args.out}.json")
     print(f"val accuracy {val.accuracy:.4f}  macro F1 {val.macro_f1:.4f}  (n={val.n}, "
           f"{card.epochs} epochs, {card.wall_time_s:.0f} s)")
     print_per_class(val.per_class)
@@ -48,6 +51,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     from facexpr.learn.retrain import RetrainRecipe, retrain
     from facexpr.model.registry import ModelRegistry
 
+    require("train", "Retraining")
     recipe = RetrainRecipe()
     for option in ("epochs", "share", "replay", "seed", "learning_rate", "folds"):
         if getattr(args, option) is not None:
@@ -102,6 +106,36 @@ def before_after(card: dict) -> str:
         return "  ".join(str(cells[k]).rjust(w) if i else str(cells[k]).ljust(w)
                          for i, (k, w) in enumerate(widths.items()))
     return "\n".join([line({k: k for k in widths}), *map(line, rows)])
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """MODEL.keras → MODEL.tflite, checked against it; the card's `lite` section records the check."""
+    from facexpr.learn.data import load_layout
+    from facexpr.model.classifier import load_network, read_card, write_card
+    from facexpr.model.export import export_lite
+
+    require("train", "Exporting a model")
+    path = Path(args.model)
+    if path.suffix != ".keras" or not path.is_file():
+        raise FacexprError(f"{path} is not a .keras model file.")
+    card = read_card(path)  # a broken card fails before the slow part
+    val = None
+    if args.val_data:
+        data = load_layout(args.val_data)
+        val = (data.images, data.labels)
+    section = export_lite(load_network(path), path, None if val is None else val[0][:512], val)
+    if args.val_data:
+        section["val"]["source"] = args.val_data
+    card.sections["lite"] = section
+    write_card(path, card)
+    probe = section["probe"]
+    print(f"Wrote {path.with_suffix('.tflite')} ({section['bytes'] / 1e6:.1f} MB, {section['quantization']})")
+    print(f"probe: {probe['n']} crops, max |Δp| {probe['max_abs_diff']:.4f}, "
+          f"top-1 agreement {probe['top1_agreement']:.1%}")
+    if val is not None:
+        print(f"val: n={section['val']['n']}, accuracy Keras {section['val']['keras_accuracy']:.4f}, "
+              f"LiteRT {section['val']['lite_accuracy']:.4f}")
+    return 0
 
 
 def cmd_import_corrections(args: argparse.Namespace) -> int:

@@ -8,6 +8,7 @@ import sys
 from facexpr.cli.answering import cmd_evaluate, cmd_predict, cmd_serve
 from facexpr.cli.common import fraction_arg, port_arg, positive_arg, share_arg, widths_arg
 from facexpr.cli.learning import (
+    cmd_export,
     cmd_import_corrections,
     cmd_import_fer2013,
     cmd_pack,
@@ -21,8 +22,9 @@ from facexpr.core.errors import FacexprError
 from facexpr.learn.augment import AUGMENTATIONS
 from facexpr.model.classifier import PRECISIONS
 
-DESCRIPTION = ("`facexpr …` (or `python -m facexpr …`): predict, evaluate, train, pack, retrain, models, "
-               "promote, rollback, shadow, sync, import-corrections, import-fer2013, upload-dataset, serve.")
+DESCRIPTION = ("`facexpr …` (or `python -m facexpr …`): predict, evaluate, train, pack, retrain, export, "
+               "models, promote, rollback, shadow, sync, import-corrections, import-fer2013, upload-dataset, "
+               "serve.")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,8 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--faces", choices=["auto", "detect", "crop"], default="auto",
                    help="auto: images ≤ 64 px are ready crops, larger ones are searched; detect: always "
                         "search; crop: the whole image is the face")
-    p.add_argument("--precision", choices=PRECISIONS, default="float32",
-                   help="bfloat16: ~5x faster on CPUs with AMX, probabilities within ~2e-2 (README)")
+    p.add_argument("--precision", choices=PRECISIONS, default=None,
+                   help="run the Keras model through TensorFlow instead of the served LiteRT file: float32 "
+                        "reproduces the card's val; bfloat16 is ~5x faster on CPUs with AMX (README)")
     p.add_argument("--add-to-card", dest="card_section", metavar="SECTION", default=None,
                    help="also write the result into the model's card under SECTION (e.g. photos)")
     p.add_argument("--json", action="store_true", help="print the whole report as one JSON object")
@@ -94,7 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="training compute (default: mixed_bfloat16 where the CPU has it, else float32)")
     p.add_argument("--loader-workers", type=int, default=1,
                    help="threads making augmented batches in the numpy pipeline (results do not change)")
-    p.add_argument("--out", default="models/facexpr", help="models/NAME: writes NAME.keras and NAME.json")
+    p.add_argument("--out", default="models/facexpr",
+                   help="models/NAME: writes NAME.keras, NAME.tflite and NAME.json")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint of this --out")
     p.set_defaults(func=cmd_train)
 
@@ -117,6 +121,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="start from this model instead of the served one")
     p.add_argument("--promote", action="store_true", help="serve the new version if it passes the guardrail")
     p.set_defaults(func=cmd_retrain)
+
+    p = sub.add_parser("export", help="write a model's LiteRT file MODEL.tflite, checked against it")
+    p.add_argument("model", metavar="MODEL.keras", help="the Keras model; its card gets a `lite` section")
+    p.add_argument("--val-data", default=None, metavar="DIR",
+                   help="labelled crops DIR/<expression>/<image> (e.g. FER2013's val/): probe set and "
+                        "accuracy check, recorded in the card")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("models", help="list the versions in the model store and which one is served")
     p.set_defaults(func=cmd_models)

@@ -30,6 +30,7 @@ import numpy as np
 
 from facexpr.core.config import Settings
 from facexpr.core.errors import DataError, ModelError
+from facexpr.core.extras import require
 from facexpr.core.labels import EXPRESSIONS
 from facexpr.learn.correction_set import Corrections, Folds, assign_folds, load_corrections
 from facexpr.learn.data import Dataset, layout_keys, load_layout, read_keys
@@ -291,6 +292,7 @@ def retrain(settings: Settings, data_uri: str, name: str | None = None, recipe: 
     puts them into the registry (`ModelRegistry.add`)."""
     from facexpr.model.registry import check_name, served_model_path
 
+    require("train", "Retraining")  # also the app's background job: its page shows this message
     recipe = recipe or RetrainRecipe()
     recipe.check()
     started = time.perf_counter()
@@ -298,7 +300,7 @@ def retrain(settings: Settings, data_uri: str, name: str | None = None, recipe: 
     name = check_name(name or "retrain-" + datetime.now(UTC).strftime("%Y%m%d-%H%M%S"))
 
     say(0.0, "loading the served model and the corrections")
-    base = load_classifier(base_path or served_model_path(settings))
+    base = load_classifier(base_path or served_model_path(settings), backend="keras")  # fine-tuned: Keras
     every, left_out = load_corrections(settings.relabeled_uri).cut_for(base.geometry)
     if not len(every):
         other = f" ({sum(left_out.values())} cut another way: {_left_out_text(left_out)})" if left_out else ""
@@ -352,7 +354,8 @@ def retrain(settings: Settings, data_uri: str, name: str | None = None, recipe: 
         comparison=comparison, verdict=verdict, history=history, wall_time_s=wall,
         trained_at=datetime.now(UTC).isoformat(timespec="seconds"), val_report=val_after)
     out = Path(workdir or Path(settings.data_dir) / "retrain") / name
-    keras_path = save_model(network, card, out)
+    checks = {"probe": val.images[:512], "val": (val.images, val.labels)} if len(val) else {}
+    keras_path = save_model(network, card, out, **checks)  # its .tflite, checked on FER2013 val
     say(1.0, "done: " + ("passed" if verdict.passed else "failed") + " the guardrail — " + verdict.reason)
     return RetrainResult(card, keras_path)
 

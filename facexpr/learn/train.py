@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from facexpr.core.errors import DataError
+from facexpr.core.extras import require
 from facexpr.core.labels import CROP_SIZE, EXPRESSIONS
 from facexpr.learn.augment import Augmentation, augment_batch, batch_rng, epoch_order
 from facexpr.learn.data import Dataset, load_ferplus, load_layout, load_packed
@@ -282,6 +283,8 @@ def train(data_uri: str, out: str | os.PathLike, relabeled_uri: str | None = Non
     DATA is an image layout or a `.npz` made by `pack_dataset` (one file, for a machine without
     the layout). LOADER_WORKERS threads make the numpy pipeline's batches (results do not depend
     on it: each batch is a function of seed, epoch and index). Returns the model card it wrote."""
+    # A lean install: say which extra, not a traceback. Keras alone will do (it trains on JAX too).
+    require("train", "Training", modules=("keras",))
     import keras
 
     recipe = recipe or Recipe()
@@ -374,7 +377,8 @@ def train(data_uri: str, out: str | os.PathLike, relabeled_uri: str | None = Non
             "history": history,
         },
     )
-    keras_path = save_model(served, card, out)
+    checks = {"probe": val_set.images[:512], "val": (val_set.images, val_set.labels)} if len(val_set) else {}
+    keras_path = save_model(served, card, out, **checks)  # with its .tflite, checked on val
     _plot_learning_curve(history, keras_path.with_suffix(".png"))
     return card
 

@@ -1,12 +1,13 @@
-"""The Keras network, its model card (`ModelCard`), and batch prediction on 48×48 face crops.
+"""The network, its model card (`ModelCard`), and batch prediction on 48×48 face crops: served
+from the model's LiteRT file (facexpr.model.lite) where it has one, else through TensorFlow.
 
 The network takes raw 8-bit gray pixels (0..255) and scales them itself, so every caller
-feeds the same thing: crops straight from `faces`.
-"""
+feeds the same thing: crops straight from `faces`."""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 from dataclasses import dataclass, field
@@ -17,9 +18,13 @@ from typing import Any
 import numpy as np
 
 from facexpr.core.errors import ModelError
+from facexpr.core.extras import install_hint
 from facexpr.core.labels import CROP_SIZE, EXPRESSIONS, NUM_CLASSES
 from facexpr.core.times import utc
+from facexpr.model.lite import LiteRuntime, lite_path, matching_lite_file
 from facexpr.photo.geometry import CropGeometry
+
+log = logging.getLogger(__name__)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of CLI output
 
@@ -108,7 +113,7 @@ def _number(value: Any) -> float | None:
 # What training writes: typed fields, then the sections `evaluate --add-to-card` may not take over.
 RESERVED_CARD_KEYS = frozenset({"name", "trained_at", "classes", "input", "crop", "data", "recipe",
                                 "augmentation", "parameters", "seed", "epochs", "wall_time_s", "machine",
-                                "val", "history", "init_from"})
+                                "val", "history", "init_from", "lite"})
 _TYPED = ("name", "trained_at", "classes", "crop", "data", "epochs", "wall_time_s", "val")
 # The order a new card is written in: what it is, what it learnt from, how, how well.
 _CARD_ORDER = ("name", "trained_at", "classes", "input", "crop", "data", "init_from", "recipe",
@@ -246,29 +251,39 @@ def list_models(models_dir: Path = MODELS_DIR) -> list[Path]:
 class Classifier:
     """A loaded model and its card; `predict` maps crops to class probabilities.
 
-    `fast` (the default) serves a compiled copy of the network with batch norm folded into the
-    convolutions, and a TFLite copy for single crops; both are checked to give the Keras
-    model's probabilities within 1e-3 (facexpr.model.inference). fast=False runs Keras itself.
+    With LITE (what `load_classifier` gives a model with its checked `.tflite`) it runs on LiteRT,
+    int8 weights, no TensorFlow (`backend` "lite"). Else NETWORK, a Keras model: `fast` serves a
+    copy with batch norm folded into the convolutions ("folded"; TFLite for single crops), checked
+    to agree with Keras within 1e-3 (facexpr.model.inference); fast=False runs Keras ("keras").
 
-    precision="bfloat16" runs batches of crops (not single crops) in bfloat16, about 5× faster
+    precision="bfloat16" (Keras path only) runs batches of crops in bfloat16, about 5× faster
     on CPUs with AMX; probabilities move by up to ~2e-2 and a near-tie can change its answer.
     Only offered where the CPU has native bfloat16 (elsewhere it would be slower).
     """
 
-    network: Any
+    network: Any = None
     card: ModelCard = field(default_factory=ModelCard)
     path: Path | None = None
     flip_average: bool = True
     fast: bool = True
     precision: str = "float32"
+    lite: LiteRuntime | None = None
 
     def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ModelError(f"Unknown precision {self.precision!r}; choose {' or '.join(PRECISIONS)}.")
+        self._single: Any = None  # the TFLite copy for one crop, made on the first single-crop call
+        self._single_lock = threading.Lock()
+        if self.lite is not None:
+            if self.precision != "float32":
+                raise ModelError("bfloat16 runs only on the Keras path; the LiteRT model is int8.")
+            self.backend = "lite"
+            return
+        if self.network is None:
+            raise ModelError("A Classifier needs a Keras network or a LiteRT model.")
         import tensorflow as tf
 
         from facexpr.model.inference import compile_plan, has_native_bf16, keras_forward
-
-        if self.precision not in PRECISIONS:
-            raise ModelError(f"Unknown precision {self.precision!r}; choose {' or '.join(PRECISIONS)}.")
 
         shape = (CROP_SIZE, CROP_SIZE, 1)
         forward = compile_plan(self.network, shape, self.flip_average) if self.fast else None
@@ -287,8 +302,15 @@ class Classifier:
                 raise ModelError(f"Model {self.version} cannot run in bfloat16 (its layers do not fold "
                                  "into the compiled graph). Use precision float32.")
             self._batch_forward = bulk
-        self._single: Any = None  # the TFLite copy for one crop, made on the first single-crop call
-        self._single_lock = threading.Lock()
+
+    def keras_network(self) -> Any:
+        """The Keras network (Grad-CAM needs its gradients): loaded from `path` on first use when
+        the classifier runs on LiteRT. ModelError, naming the extra, without TensorFlow."""
+        if self.network is None:
+            if self.path is None:
+                raise ModelError("This classifier has no Keras network and no file to load one from.")
+            self.network = load_network(self.path)
+        return self.network
 
     def _single_crop_forward(self) -> Any:
         """The TFLite copy, converted once (~0.2 s) where folding worked; else None."""
@@ -328,6 +350,8 @@ class Classifier:
         if len(crops) == 0:
             return np.zeros((0, NUM_CLASSES), np.float32)
         x = crops.astype(np.float32)[..., None]
+        if self.lite is not None:
+            return self.lite(x)
         single = self._single_crop_forward() if len(x) == 1 else None
         if single is not None:
             probs = single(x)
@@ -337,12 +361,29 @@ class Classifier:
         return np.concatenate(out).astype(np.float32)
 
 
-def load_classifier(path: str | os.PathLike | None = None, precision: str = "float32") -> Classifier:
-    """Load a `.keras` model and its JSON card; default is the newest card in models/ (the
-    checkout's, else the one installed with the package). PATH may be `s3://bucket/key.keras`
-    (fetched once into FACEXPR_DATA_DIR/models, facexpr.model.source)."""
-    import keras
+def load_network(model_path: Path, missing: str = "") -> Any:
+    """The Keras network in MODEL_PATH. Without TensorFlow, a ModelError: MISSING, else one that
+    names the extra to install."""
+    try:
+        import keras
+    except ImportError as exc:
+        raise ModelError(missing or f"Loading {model_path.name} needs TensorFlow, which is not installed: "
+                         f"{install_hint('train')}.") from exc
+    try:
+        return keras.models.load_model(model_path, compile=False)
+    except Exception as exc:  # Keras raises many types for a bad file; all mean the same here
+        raise ModelError(f"Could not load model {model_path}: {exc}") from exc
 
+
+def load_classifier(path: str | os.PathLike | None = None, precision: str = "float32",
+                    backend: str = "auto") -> Classifier:
+    """Load a model and its JSON card; default is the newest card in models/ (the checkout's,
+    else the one installed with the package). PATH may be `s3://bucket/key.keras` (fetched once
+    into FACEXPR_DATA_DIR/models with its .tflite, facexpr.model.source).
+
+    BACKEND "auto" serves the model's `.tflite` on LiteRT when it is there and its sha256 matches
+    the card (no TensorFlow imported), else the `.keras` through TensorFlow; "keras" always loads
+    the Keras network (retraining needs it); bfloat16 precision implies "keras"."""
     if path is not None and str(path).startswith("s3://"):
         from facexpr.model.source import local_model_path
 
@@ -350,11 +391,24 @@ def load_classifier(path: str | os.PathLike | None = None, precision: str = "flo
     model_path = Path(path) if path else newest_model()
     if not model_path.exists():
         raise ModelError(f"Model file {model_path} does not exist (check FACEXPR_MODEL).")
-    try:
-        network = keras.models.load_model(model_path, compile=False)
-    except Exception as exc:  # Keras raises many types for a bad file; all mean the same here
-        raise ModelError(f"Could not load model {model_path}: {exc}") from exc
-    classifier = Classifier(network=network, card=read_card(model_path), path=model_path, precision=precision)
+    card = read_card(model_path)
+    if backend == "auto" and precision == "float32":
+        lite_file = matching_lite_file(model_path, card.sections.get("lite"))
+        if lite_file is not None:
+            classifier = Classifier(card=card, path=model_path, lite=LiteRuntime.from_file(lite_file))
+            classifier.predict(np.zeros((1, CROP_SIZE, CROP_SIZE), np.uint8))  # warm up now
+            return classifier
+        stale = lite_path(model_path).is_file()
+        if stale:
+            log.warning("%s does not match its card's sha256: serving %s through TensorFlow",
+                        lite_path(model_path).name, model_path.name)
+        why = (f"{lite_path(model_path).name} does not match the card of {model_path.name}" if stale
+               else f"{model_path.name} has no LiteRT file ({lite_path(model_path).name})")
+        network = load_network(model_path, f"{why}, and TensorFlow is not installed to serve the .keras: "
+                                           f"{install_hint('train')}, then `facexpr export {model_path}`.")
+    else:
+        network = load_network(model_path)
+    classifier = Classifier(network=network, card=card, path=model_path, precision=precision)
     classifier.predict(np.zeros((1, CROP_SIZE, CROP_SIZE), np.uint8))  # trace now, not on the first request
     return classifier
 
@@ -368,11 +422,28 @@ def add_to_card(model_path: Path, section: str, figures: dict[str, Any]) -> None
     write_card(model_path, card)
 
 
-def save_model(network: Any, card: ModelCard, out: Path) -> Path:
-    """Write OUT.keras and OUT.json side by side; returns the .keras path."""
+def save_model(network: Any, card: ModelCard, out: Path, probe: np.ndarray | None = None,
+               val: tuple[np.ndarray, np.ndarray] | None = None) -> Path:
+    """Write OUT.keras, its LiteRT file OUT.tflite (checked against it on PROBE crops, and on VAL's
+    labelled crops when given: facexpr.model.export) and OUT.json; returns the .keras path. An
+    export that fails its check leaves no .tflite: the model is then served through TensorFlow."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     keras_path = out.with_suffix(".keras")
     network.save(keras_path)
+    _export_into(card, network, keras_path, probe, val)
     write_card(keras_path, card)
     return keras_path
+
+
+def _export_into(card: ModelCard, network: Any, keras_path: Path, probe: np.ndarray | None,
+                 val: tuple[np.ndarray, np.ndarray] | None) -> None:
+    """Export KERAS_PATH's .tflite into CARD's `lite` section; on a failed check, its `error`."""
+    from facexpr.model.export import export_lite
+
+    try:
+        card.sections["lite"] = export_lite(network, keras_path, probe, val)
+    except Exception as exc:  # the converter's many kinds too: the .keras is saved and serves anyway
+        lite_path(keras_path).unlink(missing_ok=True)  # never leave a file from an older export
+        log.warning("%s The model is served through TensorFlow.", exc)
+        card.sections["lite"] = {"error": str(exc)}

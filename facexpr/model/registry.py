@@ -2,10 +2,10 @@
 
 Versions live beside the relabeled images — `FACEXPR_DATA_DIR/models/` by default, or
 `s3://BUCKET/<parent of FACEXPR_S3_PREFIX>/models/` when S3 is configured — as `NAME.keras` +
-`NAME.json` (the card), with `registry.json` saying which version is served and every promotion
-and rollback. Each process reads that file, so replicas agree on the served model. An empty
-registry (nothing promoted, or everything rolled back) serves the shipped model in `models/`;
-FACEXPR_MODEL still overrides both.
+`NAME.json` (the card) and, when it was exported, `NAME.tflite` (what LiteRT serves), with
+`registry.json` saying which version is served and every promotion and rollback. Each process
+reads that file, so replicas agree on the served model. An empty registry (nothing promoted, or
+everything rolled back) serves the shipped model in `models/`; FACEXPR_MODEL still overrides both.
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ from typing import Any
 from facexpr.core.config import Settings
 from facexpr.core.errors import FacexprError, ModelError
 from facexpr.model.classifier import ModelCard
+from facexpr.model.lite import SUFFIX as LITE
+from facexpr.model.lite import lite_path
 from facexpr.storage.store import LocalStore, StoreError, StoreUnavailable, atomic_write, open_store
 
 log = logging.getLogger(__name__)
@@ -157,12 +159,15 @@ class ModelRegistry:
         return ModelCard.from_json(text, name).to_dict()  # checked like any card, every section kept
 
     def add(self, keras_path: Path) -> str:
-        """Put KERAS_PATH and its card into the store (the card last: a listed version is complete)."""
+        """Put KERAS_PATH, its LiteRT file (when exported) and its card into the store (the card
+        last: a listed version is complete)."""
         keras_path = Path(keras_path)
         name = check_name(keras_path.stem)
         if name in self.names():
             raise ModelError(f"The model store {self.uri} already has a version named {name!r}.")
         self.store.put(f"{name}.keras", keras_path.read_bytes())
+        if lite_path(keras_path).is_file():
+            self.store.put(f"{name}{LITE}", lite_path(keras_path).read_bytes())
         self.store.put(f"{name}.json", keras_path.with_suffix(".json").read_bytes())
         return name
 
@@ -179,10 +184,13 @@ class ModelRegistry:
         if state.shadow == name:
             self.set_shadow(None)
         self.store.delete(f"{name}.json")  # card first: a half-removed version is never listed
+        if self.store.exists(f"{name}{LITE}"):
+            self.store.delete(f"{name}{LITE}")
         self.store.delete(f"{name}.keras")
 
     def local_path(self, name: str) -> Path:
-        """A file Keras can load: the store's own file when local, else a cached download."""
+        """The version's .keras (its .tflite and card beside it): the store's own files when local,
+        else a cached download."""
         check_name(name)
         if isinstance(self.store, LocalStore):
             path = Path(self.uri) / f"{name}.keras"
@@ -190,9 +198,13 @@ class ModelRegistry:
                 raise ModelError(f"No model {name!r} in the model store {self.uri}.")
             return path
         path = self.cache / f"{name}.keras"
-        if not (path.exists() and path.with_suffix(".json").exists()):  # versions never change: fetch once
+        complete = path.exists() and path.with_suffix(".json").exists()
+        if not complete:  # versions never change: fetch once
             atomic_write(path, self.store.get(f"{name}.keras"))
-            atomic_write(path.with_suffix(".json"), self.store.get(f"{name}.json"))
+        if not lite_path(path).exists() and self.store.exists(f"{name}{LITE}"):  # also an older cache's
+            atomic_write(lite_path(path), self.store.get(f"{name}{LITE}"))
+        if not complete:
+            atomic_write(path.with_suffix(".json"), self.store.get(f"{name}.json"))  # the card last
         return path
 
     def versions(self) -> list[Version]:

@@ -1,6 +1,6 @@
 """Where the served model comes from: a local `.keras` file, or `s3://bucket/key.keras`.
 
-A model in S3 (with its `.json` card beside it) is downloaded once into
+A model in S3 (with its `.json` card and, when exported, its `.tflite` beside it) is downloaded once into
 `FACEXPR_DATA_DIR/models/<bucket>/<key>` and served from there, so every replica of a deployment
 serves the same file without baking it into an image. A copy whose size matches the object is
 reused; a changed object (another size) is fetched again at the next start.
@@ -31,11 +31,12 @@ def local_model_path(model: str | os.PathLike | None, settings: Settings | None 
     store = S3Store(bucket, folder)
     local_dir = Path((settings or load_settings()).data_dir) / "models" / bucket / folder
     card = name[: -len(".keras")] + ".json"
+    lite = name[: -len(".keras")] + ".tflite"
     try:
         sizes = {o.key: o.size for o in store.list_objects(name[: -len(".keras")])}
         if name not in sizes:
             raise ModelError(f"No model at {uri}: check FACEXPR_MODEL.")
-        for wanted in (name, card):
+        for wanted in (name, lite, card):  # the card last: it vouches for the .tflite
             target = local_dir / wanted
             if wanted in sizes and not (target.is_file() and target.stat().st_size == sizes[wanted]):
                 atomic_write(target, store.get(wanted))  # whole or not at all: replicas may start together

@@ -57,9 +57,10 @@ def faces_of(prediction: Prediction) -> list[Face]:
 class Recognizer:
     """A loaded model, ready to classify many images (load it once, keep it).
 
-    MODEL: a `.keras` file (its `.json` card beside it); default FACEXPR_MODEL, else the shipped
-    model. FACES: "auto" (images ≤ 64 px are taken as ready face crops, larger ones are searched
-    for faces), "detect" (always search) or "crop" (the whole image is one face).
+    MODEL: a `.keras` file (its `.json` card and, served without TensorFlow, its `.tflite` beside
+    it); default FACEXPR_MODEL, else the shipped model. FACES: "auto" (images ≤ 64 px are taken as
+    ready face crops, larger ones are searched for faces), "detect" (always search) or "crop" (the
+    whole image is one face).
     """
 
     def __init__(self, model: str | os.PathLike | None = None, *, faces: str = "auto") -> None:
