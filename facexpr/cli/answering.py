@@ -79,9 +79,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         print(openapi_json())
         return 0
-    import uvicorn
+    from facexpr.serve.api.run import serve
 
-    # The factory runs in each worker process: every worker loads the model once at start-up.
-    uvicorn.run("facexpr.serve.api:create_app", factory=True, host=args.host, port=args.port,
-                workers=args.workers, log_level=args.log_level, timeout_graceful_shutdown=10)
+    serve(args.host, args.port, args.workers, args.log_level)
     return 0
