@@ -122,7 +122,9 @@ def test_review_retrain_promote_rollback(browser, tmp_path, tiny_model_path):  #
             main.get_by_text("Corrections gathered since").wait_for(timeout=STEP_MS)
             assert "38 in the store in all" in main.inner_text()  # 36 seeded + 2 from the review
             main.get_by_role("button", name="Retrain now").click()
-            main.get_by_text("Passed the guardrail").wait_for(timeout=RETRAIN_MS)
+            # The finished panel (the progress bar's last message also says "passed the guardrail").
+            main.get_by_text(re.compile(r"— fine-tuned from tiny-served")).wait_for(timeout=RETRAIN_MS)
+            main.locator("[data-testid='stAlert']", has_text="Passed the guardrail").wait_for(timeout=STEP_MS)
             shown = re.search(r"(retrain-\d{8}-\d{6}) — fine-tuned from tiny-served", main.inner_text())
             name = shown.group(1)
             main.get_by_role("button", name="Discard").wait_for(timeout=STEP_MS)
