@@ -8,6 +8,7 @@ import time
 from datetime import timedelta
 
 import httpx
+import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -23,7 +24,7 @@ from facexpr.model.registry import ModelRegistry, RegistryState
 from facexpr.serve.shadow import ShadowRunner
 from facexpr.storage.history import open_history
 from tests.apiserver import ApiServer
-from tests.conftest import ROOT
+from tests.conftest import ROOT, image_bytes
 from tests.histories import NOW
 from tests.test_retrain import registered
 from tests.test_review import answer
@@ -102,6 +103,12 @@ def test_the_shadow_answers_beside_the_served_model_and_never_changes_the_answer
     assert record["model_version"] == "tiny-test" and record["expression"] == before[0]
     shadow = record["shadow"]
     assert (shadow["model_version"], shadow["expression"]) == ("says-surprise", "surprise")
+
+    ready = predict_image(image_bytes(np.full((48, 48), 90, np.uint8)), served)  # a ready crop: any model
+    ids = history.record(ready, "upload")
+    runner.submit(ready, ids)
+    runner.drain()
+    assert ready.crop == "image" and history.get(ids[0])["shadow"]["expression"] == "surprise"
 
     ModelRegistry(settings).set_shadow(None)  # stopped: the next faces get no shadow answer
     runner = ShadowRunner(settings)

@@ -23,7 +23,7 @@ import numpy as np
 from facexpr.core.config import Settings
 from facexpr.core.errors import FacexprError
 from facexpr.core.labels import EXPRESSIONS
-from facexpr.core.types import Prediction
+from facexpr.core.types import IMAGE_CROP, Prediction
 
 log = logging.getLogger(__name__)
 
@@ -106,8 +106,10 @@ class ShadowRunner:
         from facexpr.storage.history import open_history
 
         model = self.candidate()
-        if model is None or model.version == item.served_version or model.geometry.name != item.crop:
-            return  # no candidate, the candidate is now served, or it reads faces cut another way
+        if model is None or model.version == item.served_version:
+            return  # no candidate, or the candidate is served now
+        if item.crop not in (model.geometry.name, IMAGE_CROP):
+            return  # cut another way than the candidate reads faces (a ready crop suits any model)
         probs = model.predict(item.crops)
         self._history = self._history or open_history(self.settings)
         for record_id, p in zip(item.record_ids, probs, strict=True):
