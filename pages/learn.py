@@ -127,7 +127,9 @@ st.subheader("Candidate in shadow")
 try:
     registry = ModelRegistry(settings)
     shadow = registry.state().shadow
-    evidence = tally(shadow, get_history().shadow_answers(shadow), registry.card(shadow)) if shadow else None
+    # Against the model that answers now: records another version answered compare with that one.
+    evidence = (tally(shadow, get_history().shadow_answers(shadow, served.version), registry.card(shadow))
+                if shadow else None)
 except FacexprError as exc:
     st.warning(f"The shadow tally cannot be read now: {exc}")
     evidence = None

@@ -80,6 +80,8 @@ def test_a_shadow_answer_is_kept_on_its_record_on_every_backend(history):
     history.attach_feedback(ids[0], "neutral", False, None)
     assert history.shadow_answers("cand") == [("sad", "neutral", "neutral")]
     assert history.shadow_answers("other") == []
+    assert history.shadow_answers("cand", served="m2") == [("sad", "neutral", "neutral")]
+    assert history.shadow_answers("cand", served="m1") == []  # another served model's answers
     assert history.count() == 1  # a shadow answer is never a record of its own
     with pytest.raises(HistoryError):
         history.attach_shadow("999999" if history.backend == "embedded" else "0" * 24, "cand", "sad", 0.5)
@@ -150,13 +152,18 @@ def test_review_asks_first_where_the_shadow_disagrees():
 
 def test_the_learn_page_tallies_the_shadow_and_promotes_it_once_the_rule_passes(tiny_model_path):
     settings = load_settings()
+    registered(settings, tiny_model_path, "served-now")
+    ModelRegistry(settings).promote("served-now")
     always(settings, "cand-shadow", "neutral")
     ModelRegistry(settings).set_shadow("cand-shadow")
     history = open_history(settings)
+    earlier = history.record(answer("x", "sad", 0.5, model="served-before"), "upload")
+    history.attach_shadow(earlier[0], "cand-shadow", "neutral", 0.9)  # against another model: not counted
+    history.attach_feedback(earlier[0], "neutral", False, None)
 
     def answered(n: int, label: str) -> None:
         for i in range(n):
-            ids = history.record(answer(f"{label[0]}{i}", "sad", 0.5), "upload")
+            ids = history.record(answer(f"{label[0]}{i}", "sad", 0.5, model="served-now"), "upload")
             history.attach_shadow(ids[0], "cand-shadow", "neutral", 0.9)
             history.attach_feedback(ids[0], label, label == "sad", None)
 

@@ -91,8 +91,10 @@ class History(Protocol):
         """Note the shadow candidate's answer on the record as `shadow` {model_version, expression,
         confidence}: evidence for the candidate, never shown as the answer, never a record itself."""
 
-    def shadow_answers(self, model_version: str) -> list[tuple[str, str, str | None]]:
-        """(served answer, MODEL_VERSION's shadow answer, the label a person gave or None) per record."""
+    def shadow_answers(self, model_version: str, served: str | None = None
+                       ) -> list[tuple[str, str, str | None]]:
+        """(served answer, MODEL_VERSION's shadow answer, the label a person gave or None) per record,
+        only those SERVED answered when given (the tally compares the candidate with one model)."""
 
     def get(self, record_id: str) -> dict[str, Any] | None:
         """The document with its `id` (and its `shadow` answer, if any), or None."""

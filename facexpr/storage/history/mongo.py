@@ -283,8 +283,10 @@ class MongoHistory:
         if not any(touched.values()):
             raise HistoryError(f"No prediction record {record_id!r} in the history.")
 
-    def shadow_answers(self, model_version: str) -> list[tuple[str, str, str | None]]:
-        docs = self._read(lambda c: list(c.find({"shadow.model_version": model_version},
+    def shadow_answers(self, model_version: str, served: str | None = None
+                       ) -> list[tuple[str, str, str | None]]:
+        query = {"shadow.model_version": model_version, **({"model_version": served} if served else {})}
+        docs = self._read(lambda c: list(c.find(query,
                                                 {"expression": 1, "shadow": 1, "feedback.label": 1})))
         return [(d["expression"], d["shadow"]["expression"], (d.get("feedback") or {}).get("label"))
                 for d in docs]

@@ -275,10 +275,12 @@ class SqliteHistory:
             db.execute("INSERT OR REPLACE INTO shadow_answers VALUES (?, ?, ?, ?)",
                        (_int_id(record_id), model_version, expression, float(confidence)))
 
-    def shadow_answers(self, model_version: str) -> list[tuple[str, str, str | None]]:
+    def shadow_answers(self, model_version: str, served: str | None = None
+                       ) -> list[tuple[str, str, str | None]]:
         return [tuple(r) for r in self._query(
             "SELECT p.expression, s.expression, p.feedback_label FROM shadow_answers s "
-            "JOIN predictions p ON p.id = s.record_id WHERE s.model_version = ?", (model_version,))]
+            "JOIN predictions p ON p.id = s.record_id WHERE s.model_version = ? "
+            "AND (? IS NULL OR p.model_version = ?)", (model_version, served, served))]
 
     def pending(self) -> int:
         return 0
