@@ -15,12 +15,19 @@ four conditions are evaluated and printed with the figures.
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 
 import numpy as np
 
-from benchmarks.photo_sets import SETS, _Plain, bootstrap, correct, load_set, run_candidate
+from benchmarks.photo_sets import (
+    SETS,
+    _Plain,
+    bootstrap,
+    correct,
+    load_set,
+    report_results,
+    run_candidate,
+    set_difference,
+)
 from benchmarks.run import SHARED_DATA
 from facexpr.core.labels import EXPRESSIONS, INDEX
 
@@ -97,11 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         mine = scored(model)
         diffs = {s: (mine["_hits"][s] - base["_hits"][s], groups[s]) for s in SETS}
         lo, hi = bootstrap(diffs)
-        per_set = {}
-        for s in SETS:
-            s_lo, s_hi = bootstrap({s: diffs[s]})
-            per_set[s] = {"diff": round(float(diffs[s][0].mean()), 4),
-                          "ci95": [round(s_lo, 4), round(s_hi, 4)], "loses_beyond_noise": s_hi < 0}
+        per_set = {s: set_difference(*diffs[s]) for s in SETS}
         pooled_diff = float(np.concatenate([d for d, _ in diffs.values()]).mean())
         recall_drops = {e: round(mine["pooled"]["recall"][e] - base["pooled"]["recall"][e], 4)
                         for e in EXPRESSIONS if base["pooled"]["recall"][e] is not None}
@@ -117,10 +120,7 @@ def main(argv: list[str] | None = None) -> int:
                             "pooled_ci95": [round(lo, 4), round(hi, 4)], "sets": per_set,
                             "pooled_recall_change": recall_drops},
             "conditions": conditions, "passes": all(conditions.values())}
-    text = json.dumps(results, indent=1)
-    print(text)
-    if args.json:
-        Path(args.json).write_text(text + "\n")
+    report_results(results, args.json)
     return 0
 
 

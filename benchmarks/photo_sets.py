@@ -147,6 +147,21 @@ def bootstrap(diff_by_set: dict[str, tuple[np.ndarray, list[str]]], seed: int = 
     return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
+def set_difference(diff: np.ndarray, groups: list[str]) -> dict:
+    """One set's paired difference (per photo) with its 95 % group-bootstrap interval."""
+    lo, hi = bootstrap({"set": (diff, groups)})
+    return {"diff": round(float(diff.mean()), 4), "ci95": [round(lo, 4), round(hi, 4)],
+            "loses_beyond_noise": hi < 0}
+
+
+def report_results(results: dict, json_path: str | None) -> None:
+    """Print RESULTS as JSON, and write them to JSON_PATH when given."""
+    text = json.dumps(results, indent=1)
+    print(text)
+    if json_path:
+        Path(json_path).write_text(text + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     from facexpr.model.classifier import load_classifier
 
@@ -204,12 +219,9 @@ def main(argv: list[str] | None = None) -> int:
         entry: dict = {"pooled_accuracy": round(float(pooled_acc), 4),
                        "mean_of_sets": round(float(np.mean([hits[name][s].mean() for s in SETS])), 4)}
         if name not in ("T", args.headshots_baseline):
-            per_set = {}
-            for s in SETS:
-                diff = hits[name][s] - hits[baselines[s]][s]
-                lo, hi = bootstrap({s: (diff, groups_by_set[s])})
-                per_set[s] = {"baseline": baselines[s], "diff": round(float(diff.mean()), 4),
-                              "ci95": [round(lo, 4), round(hi, 4)], "loses_beyond_noise": hi < 0}
+            per_set = {s: {"baseline": baselines[s],
+                           **set_difference(hits[name][s] - hits[baselines[s]][s], groups_by_set[s])}
+                       for s in SETS}
             lo, hi = bootstrap({s: (hits[name][s] - hits["T"][s], groups_by_set[s]) for s in SETS})
             entry.update({"pooled_diff_vs_T_ci95": [round(lo, 4), round(hi, 4)], "gains_pooled": lo > 0,
                           "sets": per_set,
@@ -218,10 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     if "M" in hits and "MH" in hits:
         lo, hi = bootstrap({s: (hits["MH"][s] - hits["M"][s], groups_by_set[s]) for s in SETS})
         results["rule"]["MH_over_M"] = {"ci95": [round(lo, 4), round(hi, 4)], "keep_fallback": lo > 0}
-    text = json.dumps(results, indent=1)
-    print(text)
-    if args.json:
-        Path(args.json).write_text(text + "\n")
+    report_results(results, args.json)
     return 0
 
 
