@@ -16,7 +16,7 @@ from facexpr.app.ui import (
 from facexpr.core.errors import FacexprError
 from facexpr.learn.guardrail import cannot_pass
 from facexpr.learn.retrain import before_after_rows, recipe_from
-from facexpr.learn.shadow_evidence import tally
+from facexpr.learn.shadow_evidence import current_tally
 from facexpr.model.registry import ModelRegistry
 
 through_the_entry_script()  # a deep link as the first request (facexpr.app.ui)
@@ -124,16 +124,15 @@ running = jobs.status(settings).running
 st.fragment(job_panel, run_every=2 if running else None)(running)
 
 st.subheader("Candidate in shadow")
+evidence, unreadable = None, None
 try:
     registry = ModelRegistry(settings)
-    shadow = registry.state().shadow
-    # Against the model that answers now: records another version answered compare with that one.
-    evidence = (tally(shadow, get_history().shadow_answers(shadow, served.version), registry.card(shadow))
-                if shadow else None)
+    evidence = current_tally(registry, get_history(), served.version)
 except FacexprError as exc:
-    st.warning(f"The shadow tally cannot be read now: {exc}")
-    evidence = None
-if evidence is not None:
+    unreadable = f"The shadow tally cannot be read now: {exc}"
+if unreadable:
+    st.warning(unreadable)
+elif evidence is not None:
     st.write(f"**{evidence.candidate}** answers new faces beside **{served.version}** (Classify, Batch, "
              "API); its answers are recorded, never shown. The Review page asks first about the faces "
              f"where the two disagree: **{evidence.disagreements}** so far, **{evidence.answered}** "
@@ -148,9 +147,10 @@ if evidence is not None:
     if stop_shadow.button("Stop the shadow", key="shadow_off", disabled=not allowed):
         registry.set_shadow(None)
         st.rerun()
-elif not shadow:
+else:
     st.caption("None. A retrain's new version answers beside the served model until it is promoted, "
                "discarded or stopped (`python -m facexpr shadow NAME` picks another).")
+
 
 def figure(value: float | None) -> str:
     return "—" if value is None else f"{value:.4f}"

@@ -22,6 +22,15 @@ def install_hint(extra: str) -> str:
     return f"pip install 'facexpr[{extra}]'"
 
 
+def installed(extra: str, modules: tuple[str, ...] | None = None) -> bool:
+    """Whether EXTRA's modules (or only MODULES of them) can be imported."""
+    try:
+        require(extra, "", modules)
+    except MissingExtra:
+        return False
+    return True
+
+
 def require(extra: str, purpose: str, modules: tuple[str, ...] | None = None) -> None:
     """Import EXTRA's modules (or only MODULES of them), or raise MissingExtra: "PURPOSE needs X,
     which is not installed: …"."""

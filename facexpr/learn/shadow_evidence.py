@@ -10,6 +10,7 @@ and its card's FER2013 val rule held (a shadow tally never excuses a model that 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from facexpr.learn.guardrail import GAIN_P_VALUE, sign_test
 
@@ -66,3 +67,13 @@ def tally(candidate: str, rows: list[tuple[str, str, str | None]], card: dict) -
         served_right=sum(label == served for served, _, label in answered),
         neither_right=sum(label not in (served, shadow) for served, shadow, label in answered),
         val_kept=val_rule is None or bool(val_rule.get("passed")))
+
+
+def current_tally(registry: Any, history: Any, served_version: str) -> ShadowTally | None:
+    """The tally of the registry's shadow candidate against SERVED_VERSION (only the faces that model
+    answered: after a promotion, older records count neither way); None when no candidate is in
+    shadow. Raises what the registry or the history raise when they cannot be read."""
+    candidate = registry.state().shadow
+    if candidate is None:
+        return None
+    return tally(candidate, history.shadow_answers(candidate, served_version), registry.card(candidate))

@@ -14,6 +14,7 @@ from typing import Literal
 import numpy as np
 from PIL import Image
 
+from facexpr.core.extras import installed
 from facexpr.core.labels import CROP_SIZE
 from facexpr.model.classifier import Classifier
 
@@ -81,18 +82,10 @@ def occlusion_map(classifier: Classifier, crop: np.ndarray, class_index: int | N
     return (heat / peak if peak > 0 else np.zeros_like(heat)).astype(np.float32)
 
 
-def _keras_installed() -> bool:
-    try:
-        import keras  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def explain(classifier: Classifier, crop: np.ndarray,
             class_index: int | None = None) -> tuple[np.ndarray, Literal["Grad-CAM", "occlusion"]]:
     """The heatmap a person is shown, and its method: Grad-CAM with TensorFlow, else occlusion."""
-    if _keras_installed():
+    if installed("train"):  # Grad-CAM needs TensorFlow's gradients and the Keras network
         return grad_cam(classifier, crop, class_index), "Grad-CAM"
     return occlusion_map(classifier, crop, class_index), "occlusion"
 
