@@ -14,7 +14,6 @@ from typing import Any
 from facexpr.core.config import Settings
 from facexpr.core.errors import (
     FacexprError,
-    HistoryBuffered,
     HistoryError,
     HistoryUnavailable,
     ModelError,
@@ -24,7 +23,7 @@ from facexpr.core.types import Prediction
 from facexpr.serve.answers import FEEDBACK_DAYS, AnswerBook
 from facexpr.serve.api.schemas import WINDOWS, HealthSummaryOut, LatencyOut, ModelHealthOut
 from facexpr.serve.shadow import ShadowRunner
-from facexpr.storage.history import open_history
+from facexpr.storage.history import open_history, record_batch_safely
 from facexpr.storage.store import open_store
 
 log = logging.getLogger(__name__)
@@ -139,21 +138,10 @@ def record_predictions(service: Service, done: list[Prediction]) -> tuple[str | 
     """Record the answers in the history (source=api) in one write; per prediction its record ids."""
     if service.history is None:
         return "The history is not available: these answers are not recorded.", [[] for _ in done]
-    from facexpr.storage.history import documents_for
-
-    docs = [doc for p in done for doc in documents_for(p, "api")]
-    warning = None
-    try:
-        flat = service.history.insert_documents(docs) if docs else []
-    except HistoryBuffered as exc:
-        flat, warning = exc.record_ids, str(exc)
-    except FacexprError as exc:
-        return f"These answers could not be added to the history: {exc}", [[] for _ in done]
-    ids, offset = [], 0
-    for p in done:
-        ids.append(list(flat[offset:offset + len(p.faces)]))  # a no-face photo has no face ids
-        offset += max(1, len(p.faces))  # ... but one no-face document
-        service.shadow.submit(p, ids[-1])
+    ids, warning = record_batch_safely(lambda: service.history, done, "api")
+    ids = ids or [[] for _ in done]
+    for prediction, face_ids in zip(done, ids, strict=True):
+        service.shadow.submit(prediction, face_ids)
     return warning, ids
 
 

@@ -175,8 +175,8 @@ def record_safely(history: HistoryOpener | None, prediction: Prediction, source:
 def record_batch_safely(history: HistoryOpener | None, predictions: Sequence[Prediction], source: str
                         ) -> tuple[list[list[str]] | None, str | None]:
     """Record many predictions in one write (one transaction, one round trip). Returns (each
-    prediction's record ids, as `record_safely` gives them for one; None when nothing was
-    recorded, warning or None); never raises."""
+    prediction's face record ids, in face order — none for a photo without a face, though its
+    no-face document is recorded; None when nothing was recorded, warning or None); never raises."""
     per_prediction = [documents_for(p, source) for p in predictions]
     docs = [doc for group in per_prediction for doc in group]
     if history is None or not docs:
@@ -186,8 +186,8 @@ def record_batch_safely(history: HistoryOpener | None, predictions: Sequence[Pre
     if not ids or len(ids) != len(docs):
         return None, warning
     split, start = [], 0
-    for group in per_prediction:
-        split.append(list(ids[start:start + len(group)]))
+    for prediction, group in zip(predictions, per_prediction, strict=True):
+        split.append(list(ids[start:start + len(group)]) if prediction.faces else [])
         start += len(group)
     return split, warning
 
