@@ -26,7 +26,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from facexpr.core.labels import EXPRESSIONS  # noqa: E402
-from facexpr.serve.health import health_report, window_bounds  # noqa: E402
+from facexpr.serve.health import health_report  # noqa: E402
+from facexpr.serve.health_summary import window_bounds  # noqa: E402
 from facexpr.storage.history import EMBEDDED_FILE, SqliteHistory  # noqa: E402
 
 TARGET_S = 1.5

@@ -4,7 +4,7 @@ import streamlit as st
 
 from facexpr.app import health_charts as charts
 from facexpr.app.ui import get_history, get_settings, served_model, through_the_entry_script
-from facexpr.serve import health
+from facexpr.serve import health, health_summary
 from facexpr.storage.history import SOURCES, HistoryError, HistoryUnavailable
 
 
@@ -24,9 +24,9 @@ st.title("Model health")
 st.caption("Every face the app classifies is recorded with its answer, confidence and timings; "
            "people's confirmations and corrections show how often the model is right.")
 
-windows = list(health.WINDOWS)
+windows = list(health_summary.WINDOWS)
 pick_window, pick_source = st.columns(2)
-window = pick_window.selectbox("Time window", windows, index=windows.index(health.DEFAULT_WINDOW),
+window = pick_window.selectbox("Time window", windows, index=windows.index(health_summary.DEFAULT_WINDOW),
                                key="health_window")
 source = pick_source.selectbox("Source", [None, *SOURCES], key="health_source",
                                format_func=lambda s: "All sources" if s is None else s,
@@ -36,7 +36,7 @@ card = health.card_metrics(health.served_card(get_settings(), model=served_model
 report = None
 try:
     history = get_history()
-    report = health.health_report(history, *health.window_bounds(window),
+    report = health.health_report(history, *health_summary.window_bounds(window),
                                   since=card.trained_at if card else None, source=source)
     if history.pending():
         st.info(f"{history.pending()} write(s) are kept locally and wait for the database.")

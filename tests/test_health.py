@@ -15,16 +15,15 @@ from facexpr.core.config import Settings
 from facexpr.model.classifier import ModelCard
 from facexpr.serve.health import (
     MIN_ANSWERS,
-    WINDOWS,
     card_metrics,
     f1_comparison,
     health_report,
     live_per_class,
     percentile_from_bins,
     served_card,
-    window_bounds,
     with_rates,
 )
+from facexpr.serve.health_summary import WINDOWS, health_summary, window_bounds
 from facexpr.storage.history import EMBEDDED_FILE, SqliteHistory
 from tests.histories import FIXTURE, WINDOW_START, day, doc, no_face_doc
 
@@ -101,6 +100,26 @@ def test_relabels_gathered_since_training(report):
     assert relabels["total"].to_dict() == {"angry": 0, "disgust": 0, "fear": 1, "happy": 1, "sad": 0,
                                            "surprise": 0, "neutral": 1}
     assert relabels.loc["fear", "corrected"] == 1 and relabels.loc["happy", "confirmed"] == 1
+
+
+def test_the_apis_plain_summary_says_what_the_health_page_says(history):
+    """The lean summary (no pandas: /v1/health/summary) and the page's report read the same rows."""
+    history.insert_documents(FIXTURE)
+    report = health_report(history, WINDOW_START, None, since=day(9, 0))
+    summary = health_summary(history, WINDOW_START, None, since=day(9, 0))
+    assert (summary.total, summary.answered, summary.confirmed, summary.corrected) == (6, 5, 3, 2)
+    assert summary.mean_confidence == pytest.approx(report.mean_confidence)
+    assert summary.low_confidence_share == pytest.approx(report.low_confidence_share)
+    assert summary.agreement == pytest.approx(report.agreement)
+    assert summary.expressions == {"angry": 0, "disgust": 0, "fear": 0, "happy": 3, "sad": 1, "surprise": 1,
+                                   "neutral": 1}
+    for row in report.latency.itertuples():
+        assert (summary.latency[row.stage].p50_ms, summary.latency[row.stage].p95_ms,
+                summary.latency[row.stage].n) == (row.p50_ms, row.p95_ms, row.n)
+    assert [(m.model_version, m.predictions, m.answered) for m in summary.models] == [
+        (r.model_version, r.predictions, r.answered) for r in report.models.itertuples()]
+    assert [m.agreement for m in summary.models] == pytest.approx(list(report.models["agreement"]))
+    assert summary.relabels == report.relabels.set_index("label")["total"].to_dict()
 
 
 def test_live_per_class_scores_against_people(report):

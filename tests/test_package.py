@@ -4,8 +4,9 @@ environment outside it, answers a photo from Python, from the `facexpr` command 
 To stay fast and offline the fresh environment reuses the already installed dependencies (a .pth
 line to this environment's site-packages) and installs facexpr itself with --no-deps; that the
 declared ranges admit the pinned set is checked separately. Each answer is asked of two such
-environments: one with everything, and a lean one where TensorFlow and Keras cannot be imported
-(a meta-path blocker loaded by a .pth file before anything else), as after `pip install facexpr`.
+environments: one with everything, and a lean one where TensorFlow, Keras, OpenCV and pandas cannot
+be imported (a meta-path blocker loaded by a .pth file before anything else), as after `pip install
+facexpr`.
 """
 
 from __future__ import annotations
@@ -44,13 +45,13 @@ def wheel(tmp_path_factory) -> Path:
     return found
 
 
-# Loaded at start-up in the lean environment: `import tensorflow` / `import keras` fail as if absent.
+# Loaded at start-up in the lean environment: what only the extras bring fails to import, as if absent.
 BLOCKER = """import sys
 
 
 class NoTensorFlow:
     def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("tensorflow", "keras"):
+        if name.split(".")[0] in ("tensorflow", "keras", "cv2", "pandas"):
             raise ModuleNotFoundError(f"No module named {name!r}", name=name)
         return None
 
@@ -93,7 +94,8 @@ def test_the_wheel_holds_the_package_and_the_shipped_model(wheel):
 def test_declared_ranges_admit_the_pinned_requirements():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     extras = project["optional-dependencies"]
-    declared = [Requirement(r) for r in [*project["dependencies"], *extras["app"], *extras["train"]]]
+    declared = [Requirement(r) for r in [*project["dependencies"], *extras["app"], *extras["train"],
+                                         *extras["haar"]]]
     pins = {}
     for line in (ROOT / "requirements.txt").read_text().splitlines():
         line = line.split("#")[0].strip()
@@ -108,9 +110,10 @@ def test_declared_ranges_admit_the_pinned_requirements():
         assert req.specifier.contains(pinned), f"{req.name}=={pinned} is outside {req.specifier}"
     opencv = next(r for r in declared if r.name == "opencv-python-headless")
     assert not opencv.specifier.contains("5.0.0")  # OpenCV 5 has no Haar CascadeClassifier
-    # The base install is lean: TensorFlow and Keras come only with [train].
+    # The base install is lean: TensorFlow and Keras come only with [train], OpenCV with [haar] or [train],
+    # pandas with [app] (the Health page's frames; the API's summary is plain Python).
     base = {Requirement(r).name for r in project["dependencies"]}
-    assert not base & {"tensorflow", "tensorflow-cpu", "keras"}
+    assert not base & {"tensorflow", "tensorflow-cpu", "keras", "opencv-python-headless", "pandas"}
 
 
 def test_installed_copy_answers_from_python_with_no_checkout(venv, tmp_path):
@@ -118,7 +121,7 @@ def test_installed_copy_answers_from_python_with_no_checkout(venv, tmp_path):
     code = (f"import json, sys, facexpr; r = facexpr.Recognizer(); (f,) = r.classify({photo!r}); "
             "print(json.dumps({'file': facexpr.__file__, 'model': str(r.classifier.path), "
             "'version': r.model_version, 'expression': f.expression, 'backend': r.classifier.backend, "
-            "'tensorflow': 'tensorflow' in sys.modules}))")
+            "'tensorflow': 'tensorflow' in sys.modules, 'opencv': 'cv2' in sys.modules}))")
     run = subprocess.run([str(venv / "bin" / "python"), "-c", code], cwd=tmp_path, env=stranger_env(tmp_path),
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
@@ -126,6 +129,7 @@ def test_installed_copy_answers_from_python_with_no_checkout(venv, tmp_path):
     assert out["file"].startswith(str(venv)) and out["model"].startswith(str(venv))
     assert out["version"] == "fer-vgg-v1" and out["expression"] == "happy"
     assert out["backend"] == "lite" and out["tensorflow"] is False  # on LiteRT: TensorFlow never loaded
+    assert out["opencv"] is False  # the photo path resamples with Pillow
 
 
 def test_a_lean_install_names_the_extra_a_command_needs(venv, tmp_path):
@@ -135,6 +139,12 @@ def test_a_lean_install_names_the_extra_a_command_needs(venv, tmp_path):
                            env=stranger_env(tmp_path), capture_output=True, text=True, timeout=300)
     assert train.returncode == 2 and "pip install 'facexpr[train]'" in train.stderr
     assert "Traceback" not in train.stderr
+    # A model cut the old way (the Haar box) needs OpenCV: the message names its extra.
+    code = ("from facexpr.core.extras import MissingExtra\nfrom facexpr.photo.detectors import get_detector\n"
+            "try:\n    get_detector('haar')\nexcept MissingExtra as e:\n    print(e)")
+    haar = subprocess.run([str(venv / "bin" / "python"), "-c", code], cwd=tmp_path,
+                          env=stranger_env(tmp_path), capture_output=True, text=True, timeout=300)
+    assert "pip install 'facexpr[haar]'" in haar.stdout, haar.stderr
 
 
 def test_installed_command_has_version_and_predict(venv, tmp_path):
@@ -172,6 +182,9 @@ def test_installed_command_serves_http(venv, tmp_path):
         body = response.json()
         assert body["model_version"] == "fer-vgg-v1"
         assert body["predictions"][0]["faces"][0]["expression"] == "happy"
+        health = httpx.get(url + "/v1/health/summary?window=24h", timeout=60)  # plain Python, no pandas
+        assert health.status_code == 200, health.text
+        assert health.json()["predictions"] == 1 and health.json()["expressions"]["happy"] == 1
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -1,7 +1,8 @@
 """The optional parts of facexpr and the pip extra that installs each.
 
 `pip install facexpr` answers (Python, CLI, HTTP) on LiteRT; training, retraining, exporting and
-Grad-CAM need TensorFlow (`facexpr[train]`), the Streamlit app needs `facexpr[app]`. A command
+Grad-CAM need TensorFlow (`facexpr[train]`), the Streamlit app needs `facexpr[app]`, and OpenCV's
+Haar detector (the crop of models fine-tuned before alignment) `facexpr[haar]`. A command
 that needs a part that is missing says which extra to install instead of showing a traceback.
 """
 
@@ -11,7 +12,7 @@ import importlib
 
 from facexpr.core.errors import FacexprError
 
-EXTRAS = {"train": ("tensorflow", "keras"), "app": ("streamlit", "altair")}
+EXTRAS = {"train": ("tensorflow", "keras", "cv2"), "app": ("streamlit", "altair", "pandas"), "haar": ("cv2",)}
 
 
 class MissingExtra(FacexprError):

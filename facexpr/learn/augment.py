@@ -14,12 +14,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
 from facexpr.core.labels import CROP_SIZE
 
 AUGMENTATIONS = ("standard", "photo")
+# OpenCV (facexpr[train]) is imported where an image is augmented, not here: the CLI's parser reads
+# AUGMENTATIONS in a lean install too.
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,8 @@ class Augmentation:
 
 def _affine(rng: np.random.Generator, aug: Augmentation) -> np.ndarray:
     """A 2×3 matrix: flip, rotate, scale and shift about the crop's centre."""
+    import cv2
+
     size = CROP_SIZE
     angle = rng.uniform(-aug.rotation_deg, aug.rotation_deg)
     if aug.kind == "photo":
@@ -65,6 +68,8 @@ def _affine(rng: np.random.Generator, aug: Augmentation) -> np.ndarray:
 
 def _photo_quality(img: np.ndarray, rng: np.random.Generator, aug: Augmentation) -> np.ndarray:
     """Resolution, sharpness, lighting, noise and compression (float32 in, float32 0..255 out)."""
+    import cv2
+
     size = CROP_SIZE
     if rng.random() < aug.lowres_prob:
         side = int(rng.integers(20, 45))
@@ -125,6 +130,8 @@ def _erase(img: np.ndarray, rng: np.random.Generator, aug: Augmentation) -> np.n
 
 def augment_batch(images: np.ndarray, rng: np.random.Generator, aug: Augmentation) -> np.ndarray:
     """(N, 48, 48) uint8 or float → (N, 48, 48, 1) float32 pixels in 0..255, each image augmented."""
+    import cv2
+
     out = np.empty((len(images), CROP_SIZE, CROP_SIZE, 1), np.float32)
     for i, image in enumerate(images):
         img = np.asarray(image, np.float32)

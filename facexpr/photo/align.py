@@ -10,11 +10,11 @@ large face is not aliased and a small one is not blockier than it must be.
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 
 from facexpr.core.labels import CROP_SIZE
 from facexpr.core.types import Landmarks
+from facexpr.photo import resample
 
 # benchmarks/fer_template.py on FER2013 train (2,000 faces, seed 0; found in 1,990), BlazeFace + mesh:
 # (image-left eye, image-right eye, mouth) in 48×48 pixel coordinates counted from the edges.
@@ -47,7 +47,7 @@ def template(scale: float = 1.0) -> np.ndarray:
 
 def align_face(gray: np.ndarray, landmarks: Landmarks, scale: float = 1.0) -> np.ndarray:
     """The 48×48 uint8 crop with LANDMARKS on the FER2013 template; outside the photo is edge-padded."""
-    # Landmarks and the template count from pixel edges (0 … width); OpenCV's warp from pixel centres.
+    # Landmarks and the template count from pixel edges (0 … width); the warp from pixel centres.
     points = np.array([landmarks.eye_left, landmarks.eye_right, landmarks.mouth], dtype=np.float64) - 0.5
     size = CROP_SIZE * WARP_SCALE
     matrix = similarity(points, template(scale) * WARP_SCALE - 0.5)
@@ -55,7 +55,7 @@ def align_face(gray: np.ndarray, landmarks: Landmarks, scale: float = 1.0) -> np
     if zoom < 1 / MAX_SHRINK:
         # Area-shrink the face's surroundings first, so the warp never skips source pixels.
         factor = zoom * MAX_SHRINK
-        inverse = cv2.invertAffineTransform(matrix)
+        inverse = resample.invert_affine(matrix)
         corners = np.array([[0, 0, 1], [size, 0, 1], [0, size, 1], [size, size, 1]], float) @ inverse.T
         x0, y0 = np.floor(corners.min(0)).astype(int)
         x1, y1 = np.ceil(corners.max(0)).astype(int)
@@ -63,12 +63,11 @@ def align_face(gray: np.ndarray, landmarks: Landmarks, scale: float = 1.0) -> np
         x0, y0, x1, y1 = max(0, x0), max(0, y0), min(w, x1), min(h, y1)
         if x1 - x0 >= 2 and y1 - y0 >= 2:
             out_w, out_h = max(1, round((x1 - x0) * factor)), max(1, round((y1 - y0) * factor))
-            gray = cv2.resize(gray[y0:y1, x0:x1], (out_w, out_h), interpolation=cv2.INTER_AREA)
+            gray = resample.area(gray[y0:y1, x0:x1], (out_w, out_h))
             fx, fy = out_w / (x1 - x0), out_h / (y1 - y0)
             # the transform, moved onto the shrunk region's pixel centres
             to_region = np.array([[1 / fx, 0, x0 + 0.5 / fx - 0.5],
                                   [0, 1 / fy, y0 + 0.5 / fy - 0.5], [0, 0, 1]])
             matrix = matrix @ to_region
-    warped = cv2.warpAffine(gray, matrix, (size, size), flags=cv2.INTER_LINEAR,
-                            borderMode=cv2.BORDER_REPLICATE)
-    return cv2.resize(warped, (CROP_SIZE, CROP_SIZE), interpolation=cv2.INTER_AREA)
+    warped = resample.warp_affine(gray, matrix, (size, size))
+    return resample.area(warped, (CROP_SIZE, CROP_SIZE))

@@ -20,11 +20,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-import cv2
 import numpy as np
 
 from facexpr.core.labels import CROP_SIZE
 from facexpr.core.types import Box
+from facexpr.photo import resample
 from facexpr.photo.align import align_face
 from facexpr.photo.detectors import FoundFace, get_detector
 from facexpr.photo.geometry import FER_TEMPLATE, CropGeometry
@@ -38,8 +38,6 @@ CROP_OFFSET = -0.05
 
 FacesMode = Literal["auto", "detect", "crop", "whole"]
 FACES_MODES: tuple[str, ...] = ("auto", "detect", "crop", "whole")
-
-cv2.setNumThreads(1)  # requests run in parallel threads; one OpenCV thread each is fastest
 
 
 def is_ready_crop(gray: np.ndarray) -> bool:
@@ -57,7 +55,7 @@ def crop_face(gray: np.ndarray, box: Box, scale: float = CROP_SCALE, offset: flo
     h, w = gray.shape
     pad = max(0, -x0, -y0, x1 - w, y1 - h)
     if pad:
-        gray = cv2.copyMakeBorder(gray, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+        gray = resample.pad(gray, pad)
         x0, y0, x1, y1 = x0 + pad, y0 + pad, x1 + pad, y1 + pad
     return resize_crop(gray[y0:y1, x0:x1])
 
@@ -66,8 +64,7 @@ def resize_crop(gray: np.ndarray) -> np.ndarray:
     """Any gray patch → 48×48 uint8 (area averaging when shrinking, bilinear when growing)."""
     h, w = gray.shape
     shrink = h > CROP_SIZE or w > CROP_SIZE
-    return cv2.resize(gray, (CROP_SIZE, CROP_SIZE),
-                      interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    return (resample.area if shrink else resample.linear)(gray, (CROP_SIZE, CROP_SIZE))
 
 
 def whole_image_crop(gray: np.ndarray) -> tuple[Box, np.ndarray]:

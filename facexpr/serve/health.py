@@ -7,9 +7,8 @@ of documents; this module only reshapes those small results into frames for the 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,27 +19,10 @@ from facexpr.core.errors import ModelError
 from facexpr.core.labels import EXPRESSIONS
 from facexpr.core.times import utc
 from facexpr.model.classifier import MODELS_DIR, ModelCard, card_path, newest_model, read_card
-from facexpr.storage.history import CONFIDENCE_BINS, LOW_CONFIDENCE, STAGES, History, latency_bin_value
+from facexpr.serve.health_summary import LOW_BIN, PERCENTILES, nearest_rank
+from facexpr.storage.history import CONFIDENCE_BINS, STAGES, History
 
-WINDOWS: dict[str, timedelta | None] = {
-    "Last 24 hours": timedelta(hours=24),
-    "Last 7 days": timedelta(days=7),
-    "Last 30 days": timedelta(days=30),
-    "All time": None,
-}
-DEFAULT_WINDOW = "Last 7 days"
 MIN_ANSWERS = 20  # below this many answers an agreement share moves by 5 points or more per answer
-PERCENTILES = (0.50, 0.95)
-_LOW_BIN = round(LOW_CONFIDENCE * CONFIDENCE_BINS)  # bins below this one hold confidence < 0.5
-
-
-def window_bounds(window: str, now: datetime | None = None) -> tuple[datetime | None, datetime | None]:
-    """(start, end) of a named window. The end stays open ("until now"), so a record made while
-    the page loads still counts; "All time" has no start either."""
-    if window not in WINDOWS:
-        raise ValueError(f"Unknown window {window!r}: choose one of {', '.join(WINDOWS)}.")
-    span = WINDOWS[window]
-    return ((utc(now) or datetime.now(UTC)) - span if span else None), None
 
 
 @dataclass(frozen=True)
@@ -130,12 +112,7 @@ def _share(numerator: pd.Series, denominator: pd.Series) -> pd.Series:
 
 def percentile_from_bins(bins: pd.DataFrame, q: float) -> float | None:
     """Nearest-rank percentile Q from (bin, n) rows: the centre of the bin holding rank ⌈q·N⌉."""
-    if bins.empty or bins["n"].sum() == 0:
-        return None
-    ordered = bins.sort_values("bin")
-    rank = max(1, math.ceil(q * int(ordered["n"].sum())))
-    position = int((ordered["n"].cumsum() >= rank).to_numpy().argmax())
-    return latency_bin_value(int(ordered["bin"].iloc[position]))
+    return nearest_rank(zip(bins["bin"], bins["n"], strict=True), q)
 
 
 def health_report(history: History, start: datetime | None, end: datetime | None = None,
@@ -154,7 +131,7 @@ def health_report(history: History, start: datetime | None, end: datetime | None
                              columns=["day", "source", "images", "no_face"])
     relabel_rows = pd.DataFrame(history.relabel_counts(since), columns=["label", "confirmed", "n"])
 
-    cube["low"] = cube["n"].where(cube["bin"] < _LOW_BIN, 0)
+    cube["low"] = cube["n"].where(cube["bin"] < LOW_BIN, 0)
     total = int(cube["n"].sum())
 
     daily = (cube.groupby(["day", "expression"], as_index=False)["n"].sum()

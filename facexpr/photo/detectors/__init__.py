@@ -1,5 +1,6 @@
 """Face detectors, one wrapper each behind `FaceDetector`: BlazeFace (+ face mesh) and OpenCV's Haar
-cascade. `get_detector(name)` returns a shared instance."""
+cascade (OpenCV comes with the `haar` or `train` extra). `get_detector(name)` returns a shared
+instance."""
 
 from __future__ import annotations
 
@@ -21,6 +22,9 @@ def get_detector(name: str = "blazeface") -> FaceDetector:
 
         return BlazeFaceDetector(mesh=False)
     if name == "haar":
+        from facexpr.core.extras import require
+
+        require("haar", "The Haar face detector (the haar-box crop of older models)")
         from facexpr.photo.detectors.haar import HaarDetector
 
         return HaarDetector()

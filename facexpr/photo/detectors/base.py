@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from facexpr.core.errors import ModelError
 from facexpr.core.types import Box, Landmarks
+from facexpr.photo import resample
 
 # The detectors' weights: models/face-finder/ in a checkout, facexpr/models/face-finder/ installed.
 _HERE = Path(__file__).resolve()
@@ -25,22 +26,17 @@ def weights_path(name: str) -> Path:
                      f"{', '.join(str(d) for d in WEIGHTS_DIRS)}): reinstall facexpr.")
 
 
-def shrink(gray: np.ndarray, max_side: int) -> tuple[np.ndarray, float, float]:
-    """An area-averaged copy no larger than MAX_SIDE, and its x and y scale against GRAY.
+Resize = Callable[[np.ndarray, tuple[int, int]], np.ndarray]  # (image, (width, height)) → resized
 
-    OpenCV's area resize is several times faster by a whole-number factor, so most of the
-    reduction is done that way (dropping at most k-1 edge pixels) and the rest on the small copy.
-    """
+
+def shrink(gray: np.ndarray, max_side: int, area: Resize = resample.area) -> tuple[np.ndarray, float, float]:
+    """A copy no larger than MAX_SIDE, shrunk by AREA (averaging), and its x and y scale against GRAY."""
     height, width = gray.shape
     scale = min(1.0, max_side / max(height, width))
     if scale == 1.0:
         return gray, 1.0, 1.0
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    k = min(width // size[0], height // size[1])
-    if k >= 2:
-        height, width = height - height % k, width - width % k
-        gray = cv2.resize(gray[:height, :width], (width // k, height // k), interpolation=cv2.INTER_AREA)
-    return cv2.resize(gray, size, interpolation=cv2.INTER_AREA), size[0] / width, size[1] / height
+    return area(gray, size), size[0] / width, size[1] / height
 
 
 @dataclass(frozen=True)

@@ -19,10 +19,10 @@ from __future__ import annotations
 import queue
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
 from facexpr.core.types import Box, Landmarks
+from facexpr.photo import resample
 from facexpr.photo.detectors.base import FaceDetector, FoundFace, shrink, weights_path
 
 MIN_SCORE = 0.5  # MediaPipe's threshold for both detectors
@@ -151,10 +151,9 @@ class BlazeFaceDetector(FaceDetector):
         h, w = gray.shape
         # The detectors see at most 192 px: a smaller copy is as good here and far cheaper to pad.
         scale = min(1.0, BORDER_COPY_SIDE / max(h, w))
-        small = cv2.resize(gray, (max(1, round(w * scale)), max(1, round(h * scale))),
-                           interpolation=cv2.INTER_AREA) if scale < 1 else gray
+        small = resample.area(gray, (max(1, round(w * scale)), max(1, round(h * scale))))
         pad = round(BORDER * max(small.shape))
-        framed = cv2.copyMakeBorder(small, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=128)
+        framed = resample.pad(small, pad, value=128)
         return [f.shifted(-pad, -pad).scaled(1 / scale).clipped(w, h) for f in self._detect(framed)]
 
     def _detect_in_tiles(self, gray: np.ndarray) -> list[FoundFace]:
@@ -181,7 +180,7 @@ class BlazeFaceDetector(FaceDetector):
         h, w = gray.shape
         scale = net.size / max(h, w)
         nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
-        small = cv2.resize(gray, (nw, nh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+        small = (resample.area if scale < 1 else resample.linear)(gray, (nw, nh))
         px, py = (net.size - nw) // 2, (net.size - nh) // 2  # letterbox, as MediaPipe does
         square = np.zeros((net.size, net.size), np.float32)
         square[py:py + nh, px:px + nw] = small
@@ -217,16 +216,15 @@ class BlazeFaceDetector(FaceDetector):
         side = max(face.box.w, face.box.h) * MESH_ROI_SCALE
         cx, cy = face.box.x + face.box.w / 2, face.box.y + face.box.h / 2
         # the ROI (centre, side, angle) → 192×192, upright
-        forward = cv2.getRotationMatrix2D((cx, cy), angle, MESH_SIZE / side)
+        forward = resample.rotation((cx, cy), angle, MESH_SIZE / side)
         forward[:, 2] += (MESH_SIZE / 2 - cx, MESH_SIZE / 2 - cy)
-        patch = cv2.warpAffine(gray, forward, (MESH_SIZE, MESH_SIZE), flags=cv2.INTER_LINEAR,
-                               borderMode=cv2.BORDER_CONSTANT, borderValue=128)
+        patch = resample.warp_affine(gray, forward, (MESH_SIZE, MESH_SIZE), value=128)
         tensor = np.repeat((patch.astype(np.float32) / 255.0)[..., None], 3, axis=-1)
         points, flag = self._mesh(tensor)
         if 1 / (1 + np.exp(-float(np.ravel(flag)[-1]))) <= MESH_MIN_SCORE:
             return face
         mesh = points.reshape(-1, 3)[:, :2]
-        back = cv2.invertAffineTransform(forward)
+        back = resample.invert_affine(forward)
         mesh = mesh @ back[:, :2].T + back[:, 2]
         eyes = sorted([tuple(mesh[list(EYE_A)].mean(0)), tuple(mesh[list(EYE_B)].mean(0))])
         mouth = tuple(mesh[list(LIPS)].mean(0))

@@ -7,7 +7,7 @@ import os
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,10 +18,10 @@ from facexpr.core.errors import (
     HistoryUnavailable,
     ModelError,
 )
-from facexpr.core.labels import EXPRESSIONS
 from facexpr.core.types import Prediction
 from facexpr.serve.answers import FEEDBACK_DAYS, AnswerBook
 from facexpr.serve.api.schemas import WINDOWS, HealthSummaryOut, LatencyOut, ModelHealthOut
+from facexpr.serve.health_summary import health_summary, window_bounds
 from facexpr.serve.shadow import ShadowRunner
 from facexpr.storage.history import open_history, record_batch_safely
 from facexpr.storage.store import open_store
@@ -146,31 +146,19 @@ def record_predictions(service: Service, done: list[Prediction]) -> tuple[str | 
 
 
 def summarise_health(service: Service, window: str) -> HealthSummaryOut:
-    from facexpr.serve.health import health_report, window_bounds
-
     if service.history is None:
         raise HistoryUnavailable("The history cannot be opened; see /readyz.")
     start, end = window_bounds(WINDOWS[window])
     classifier = service.model()
-    report = health_report(service.history, start, end, since=classifier.card.trained_at)
-
-    def num(value: Any) -> float | None:
-        return None if value is None or value != value else float(value)  # NaN → None
-
-    per_expression = report.daily.groupby("expression")["predictions"].sum() if not report.daily.empty else {}
+    summary = health_summary(service.history, start, end, since=classifier.card.trained_at)
     return HealthSummaryOut(
-        window=window, start=report.start, served_model=classifier.version,
-        predictions=report.total, answered=report.answered, confirmed=report.confirmed,
-        corrected=report.corrected, agreement=num(report.agreement),
-        mean_confidence=num(report.mean_confidence),
-        low_confidence_share=num(report.low_confidence_share),
-        expressions={e: int(per_expression.get(e, 0)) if len(per_expression) else 0 for e in EXPRESSIONS},
-        latency_ms={r.stage: LatencyOut(p50_ms=num(r.p50_ms), p95_ms=num(r.p95_ms), n=int(r.n))
-                    for r in report.latency.itertuples()},
-        models=[ModelHealthOut(model_version=r.model_version, predictions=int(r.predictions),
-                               mean_confidence=num(r.mean_confidence), answered=int(r.answered),
-                               agreement=num(r.agreement)) for r in report.models.itertuples()],
-        relabels_since_training={r.label: int(r.total) for r in report.relabels.itertuples()})
+        window=window, start=summary.start, served_model=classifier.version,
+        predictions=summary.total, answered=summary.answered, confirmed=summary.confirmed,
+        corrected=summary.corrected, agreement=summary.agreement, mean_confidence=summary.mean_confidence,
+        low_confidence_share=summary.low_confidence_share, expressions=summary.expressions,
+        latency_ms={stage: LatencyOut(**asdict(figures)) for stage, figures in summary.latency.items()},
+        models=[ModelHealthOut(**asdict(version)) for version in summary.models],
+        relabels_since_training=summary.relabels)
 
 
 def readiness(service: Service) -> dict[str, str]:
