@@ -247,3 +247,55 @@ def test_training_runs_on_jax_without_tensorflow_and_serves_on_tensorflow(tmp_pa
     # The card's val figures (Keras on JAX) are what the served model gets here.
     assert card["val"]["accuracy"] == pytest.approx(
         float((classifier.predict(val.images).argmax(1) == val.labels).mean()), abs=1e-4)
+
+
+def framed_faces() -> np.ndarray:
+    """The astronaut's face cut five ways as a detector might have (looser, tighter, off-centre,
+    tilted), each shrunk to 48×48 as FER2013's faces were."""
+    from PIL import Image
+
+    from tests.conftest import FIXTURES
+
+    photo = Image.open(FIXTURES / "astronaut.jpg").convert("L")
+    cx, cy, side = 176 + 49, 75 + 49, 98
+    crops = []
+    for scale, dx, dy, angle in [(1.2, 0, 0, 0), (1.5, 0, 0, 0), (1.1, 0.12, -0.08, 0), (1.3, -0.1, 0.1, 0),
+                                 (1.3, 0, 0, 12)]:
+        half = scale * side / 2
+        x, y = cx + dx * side, cy + dy * side
+        tilted = photo.rotate(angle, center=(cx, cy), resample=Image.Resampling.BILINEAR)
+        box = (round(x - half), round(y - half), round(x + half), round(y + half))
+        crops.append(np.asarray(tilted.crop(box).resize((48, 48), Image.Resampling.BOX)))
+    return np.stack(crops)
+
+
+def test_aligned_copies_frame_every_face_the_same_way():
+    """--aligned-share trains on FER2013 faces cut as photos are: however a face was framed, its
+    aligned copy puts the eyes and mouth on the template, so the five framings come out alike."""
+    from facexpr.learn.align_data import aligned_copies
+
+    faces = framed_faces()
+    aligned, found = aligned_copies(faces)
+    assert found.all() and aligned.shape == faces.shape and aligned.dtype == np.uint8
+
+    def spread(images: np.ndarray) -> float:  # mean pixel difference between every pair
+        x = images.astype(float)
+        return float(np.mean([np.abs(a - b).mean() for i, a in enumerate(x) for b in x[i + 1:]]))
+
+    assert spread(aligned) < 0.6 * spread(faces)
+    blank = np.full((2, 48, 48), 128, np.uint8)  # no face: kept as it was
+    kept, none = aligned_copies(blank)
+    assert not none.any() and (kept == blank).all()
+
+
+def test_training_on_a_share_of_aligned_faces_records_it(tmp_path):
+    from PIL import Image
+
+    make_layout(tmp_path / "fer" / "train", 4)
+    make_layout(tmp_path / "fer" / "val", 1, seed=1)
+    for i, face in enumerate(framed_faces()):
+        Image.fromarray(face).save(tmp_path / "fer" / "train" / "happy" / f"astronaut{i}.png")
+    card = train(str(tmp_path / "fer"), tmp_path / "models" / "al", recipe=tiny_recipe(aligned_share=0.5),
+                 verbose=0)
+    assert card.data["train"]["aligned"] == {"share": 0.5, "found": 5, "of": 33}
+    assert card.sections["recipe"]["aligned_share"] == 0.5

@@ -32,6 +32,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         recipe.precision = args.precision
     if args.logit_adjust is not None:
         recipe.logit_adjust = args.logit_adjust
+    if args.aligned_share is not None:
+        recipe.aligned_share = args.aligned_share
     recipe.init_from = args.init_from
     recipe.augment = args.augment
     relabeled = args.relabeled if args.relabeled is not None else load_settings().relabeled_uri

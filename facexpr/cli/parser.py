@@ -91,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--logit-adjust", type=float, default=None, metavar="TAU",
                    help="logit-adjusted cross-entropy with the training class mix to the power TAU "
                         "(e.g. 1.0): the rare classes get a margin; default 0, plain cross-entropy")
+    p.add_argument("--aligned-share", type=float, default=None, metavar="SHARE",
+                   help="this share of each batch reads its faces aligned as photos are (BlazeFace + "
+                        "face mesh onto the FER2013 template; found once per run and cached)")
     p.add_argument("--augment", choices=AUGMENTATIONS, default="standard",
                    help="photo: also photo-like framing, resolution, blur, JPEG and lighting (README)")
     p.add_argument("--precision", choices=["mixed_bfloat16", "float32"], default=None,

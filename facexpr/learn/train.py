@@ -55,6 +55,7 @@ class Recipe:
     precision: str = field(default_factory=lambda: "mixed_bfloat16" if has_native_bf16() else "float32")
     augment: str = "standard"  # or "photo": photo-like framing, resolution, blur, JPEG, lighting (augment.py)
     logit_adjust: float = 0.0  # τ of logit-adjusted cross-entropy (0: plain); see logit_adjusted_loss
+    aligned_share: float = 0.0  # of training faces, per batch, read as aligned like a photo (align_data.py)
 
     def augmentation(self) -> Augmentation:
         return Augmentation(self.augment, self.rotation_deg, self.shift, self.zoom, self.erase_prob)
@@ -144,8 +145,10 @@ def _backend() -> str:
     return keras.backend.backend()
 
 
-def _numpy_batches(train: Dataset, targets: np.ndarray, recipe: Recipe, workers: int = 1):
-    """A keras PyDataset of augmented batches (numpy + OpenCV; runs on any Keras backend)."""
+def _numpy_batches(train: Dataset, targets: np.ndarray, recipe: Recipe, workers: int = 1,
+                   aligned: np.ndarray | None = None):
+    """A keras PyDataset of augmented batches (numpy + OpenCV; runs on any Keras backend). With
+    ALIGNED (each training face's aligned copy), the recipe's aligned_share of each batch reads those."""
     import keras
 
     class Batches(keras.utils.PyDataset):
@@ -166,7 +169,11 @@ def _numpy_batches(train: Dataset, targets: np.ndarray, recipe: Recipe, workers:
         def __getitem__(self, index: int):
             rows = self.order()[index * recipe.batch_size:(index + 1) * recipe.batch_size]
             rng = batch_rng(recipe.seed, self.epoch, index)
-            return augment_batch(train.images[rows], rng, self.aug), targets[rows]
+            images = train.images[rows]
+            if aligned is not None:
+                swap = rng.random(len(rows)) < recipe.aligned_share
+                images = np.where(swap[:, None, None], aligned[rows], images)
+            return augment_batch(images, rng, self.aug), targets[rows]
 
         def on_epoch_end(self) -> None:
             self.epoch += 1
@@ -175,11 +182,11 @@ def _numpy_batches(train: Dataset, targets: np.ndarray, recipe: Recipe, workers:
 
 
 def _make_datasets(train: Dataset, targets: np.ndarray, val: Dataset, recipe: Recipe,
-                   initial_epoch: int = 0, workers: int = 1):
+                   initial_epoch: int = 0, workers: int = 1, aligned: np.ndarray | None = None):
     """(train batches, val data). The recipe's standard augmentation on TensorFlow runs in tf.data
-    as it always has; photo augmentation, or any other backend, uses the numpy pipeline."""
-    if recipe.augment != "standard" or _backend() != "tensorflow":
-        batches = _numpy_batches(train, targets, recipe, workers)
+    as it always has; photo augmentation, aligned copies, or any other backend use the numpy pipeline."""
+    if recipe.augment != "standard" or aligned is not None or _backend() != "tensorflow":
+        batches = _numpy_batches(train, targets, recipe, workers, aligned)
         batches.epoch = initial_epoch
         return batches, (val.images[..., None].astype(np.float32), val.one_hot())
     import tensorflow as tf
@@ -288,6 +295,8 @@ def train(data_uri: str, out: str | os.PathLike, relabeled_uri: str | None = Non
     import keras
 
     recipe = recipe or Recipe()
+    if not 0.0 <= recipe.aligned_share <= 1.0:
+        raise DataError(f"The aligned share of a batch must be between 0 and 1, not {recipe.aligned_share}.")
     out = Path(out)
     verbose = verbose if verbose is not None else (1 if sys.stdout.isatty() else 2)
     keras.utils.set_random_seed(recipe.seed)
@@ -321,7 +330,15 @@ def train(data_uri: str, out: str | os.PathLike, relabeled_uri: str | None = Non
         if recipe.init_from:
             _start_from(network, recipe.init_from)
         _compile(network, recipe, steps, priors)
-    train_ds, val_data = _make_datasets(full_train, targets, val_set, recipe, initial_epoch, loader_workers)
+    aligned, aligned_report = None, None
+    if recipe.aligned_share > 0:
+        from facexpr.learn.align_data import cached_aligned_copies
+
+        copies, found = cached_aligned_copies(train_set.images, str(checkpoint_dir / "aligned.npz"))
+        aligned = np.concatenate([copies, relabeled.images])  # corrections are photo crops already
+        aligned_report = {"share": recipe.aligned_share, "found": int(found.sum()), "of": len(found)}
+    train_ds, val_data = _make_datasets(full_train, targets, val_set, recipe, initial_epoch, loader_workers,
+                                        aligned)
 
     started = time.perf_counter()
 
@@ -353,7 +370,8 @@ def train(data_uri: str, out: str | os.PathLike, relabeled_uri: str | None = Non
         name=out.name,
         trained_at=datetime.now(UTC).replace(microsecond=0),
         data={
-            "train": {"source": data_uri, "counts": train_set.counts(), "skipped": train_set.skipped},
+            "train": {"source": data_uri, "counts": train_set.counts(), "skipped": train_set.skipped,
+                      **({"aligned": aligned_report} if aligned_report else {})},
             "val": {"source": data_uri, "counts": val_set.counts(), "skipped": val_set.skipped},
             "relabeled": {"source": relabeled_uri, "counts": relabeled.counts(),
                           "skipped": relabeled.skipped},
