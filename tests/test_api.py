@@ -264,6 +264,36 @@ def test_predictions_past_the_feedback_window_are_swept(tmp_path, tiny_classifie
         book.load(pid)
 
 
+def test_a_server_keeps_no_decoded_photo_for_feedback(tmp_path, tiny_classifier, astronaut):
+    """The in-process cache of recent predictions holds their crops, not their photos: a server's
+    memory no longer grows with the size of the photos people send (a 2048 × 2048 photo is 4 MB
+    decoded; 256 such were a gigabyte)."""
+    import gc
+    import tracemalloc
+
+    from PIL import Image
+
+    from facexpr.serve.answers import AnswerBook, Kept, new_id
+
+    book = AnswerBook(Settings(data_dir=tmp_path))
+    big = np.asarray(Image.open(FIXTURES / "astronaut.jpg").convert("L").resize((2048, 2048)))
+    photo = image_bytes(big)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        ids = []
+        for _ in range(8):
+            ids.append(new_id())
+            assert book.keep(Kept(ids[-1], predict_image(photo, tiny_classifier), None, [])) is None
+        gc.collect()
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert held < 4_000_000  # with each photo kept: over 33 MB
+    saved, _, _ = book.answer(ids[-1], 0, "sad", None)  # feedback still finds the face
+    assert saved.label == "sad" and Path(saved.location).is_file()
+
+
 def test_a_changed_answer_moves_the_crop_one_face_one_label(server, two_faces_bytes):
     prediction = post_images(server.url, ("two.png", two_faces_bytes)).json()["predictions"][0]
     url = f"{server.url}/v1/predictions/{prediction['id']}/feedback"

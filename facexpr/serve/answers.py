@@ -31,7 +31,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -42,7 +42,7 @@ from facexpr.core.config import Settings
 from facexpr.core.errors import FacexprError, HistoryBuffered, StoreError
 from facexpr.core.types import Box, FaceResult, Prediction
 from facexpr.photo.geometry import LEGACY
-from facexpr.photo.imaging import decode_gray, encode_png, image_extension
+from facexpr.photo.imaging import encode_png, image_extension
 from facexpr.storage.history import History
 from facexpr.storage.relabel import SaveResult, save_relabel
 from facexpr.storage.store import ImageStore, open_store
@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 PREDICTIONS = "predictions"
 _ID = re.compile(r"^[0-9a-f]{32}$")
 CACHE_SIZE = 256  # recent predictions kept in process: feedback to the same replica needs no read
+NO_PHOTO = np.zeros((0, 0), np.uint8)  # feedback needs the crops, never the decoded photo
 FEEDBACK_DAYS = 7.0  # how long a prediction can take an answer (FACEXPR_API_FEEDBACK_DAYS)
 SWEEP_EVERY_S = 3600.0  # a replica sweeps expired predictions at most this often
 
@@ -122,6 +123,9 @@ class AnswerBook:
         return open_store(predictions_uri(self.settings))
 
     def _remember(self, kept: Kept) -> None:
+        # Without the decoded photo: a 12-megapixel one is 12 MB, and 256 of them were most of a
+        # server's memory (benchmarks/api_soak.py: 105 MB of 340 for 562×762 headshots).
+        kept = Kept(kept.id, replace(kept.prediction, gray=NO_PHOTO), kept.original, kept.record_ids)
         with self._lock:
             self._cache[kept.id] = kept
             self._cache.move_to_end(kept.id)
@@ -186,9 +190,8 @@ class AnswerBook:
             raise StoreError(f"The kept prediction {prediction_id} is damaged: {exc}") from exc
         faces = [FaceResult(Box(*f["box"]), _crop(f["crop_png"]), np.asarray(f["probabilities"], np.float32))
                  for f in doc["faces"]]
-        gray = decode_gray(original) if original else np.zeros((0, 0), np.uint8)
         # kept before crops were aligned: those faces were cut by the Haar box
-        prediction = Prediction(doc["image_sha256"], gray, faces, doc["mode"], doc["model_version"],
+        prediction = Prediction(doc["image_sha256"], NO_PHOTO, faces, doc["mode"], doc["model_version"],
                                 dict(doc.get("latency_ms") or {}), crop=doc.get("crop", LEGACY))
         kept = Kept(prediction_id, prediction, original, list(doc.get("record_ids") or []))
         self._remember(kept)
