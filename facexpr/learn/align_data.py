@@ -11,10 +11,15 @@ arrive aligned, FER2013's own crops as they are.
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 from PIL import Image
 
+from facexpr.core.errors import DataError
 from facexpr.core.labels import CROP_SIZE
+from facexpr.learn.data import Dataset
 from facexpr.photo.align import align_face
 from facexpr.photo.detectors import get_detector
 
@@ -44,7 +49,6 @@ def aligned_copies(images: np.ndarray, progress_every: int = 0) -> tuple[np.ndar
 def cached_aligned_copies(images: np.ndarray, cache: str | None) -> tuple[np.ndarray, np.ndarray]:
     """`aligned_copies`, kept in CACHE (.npz) and reused while the images are the same ones."""
     import hashlib
-    from pathlib import Path
 
     digest = hashlib.sha256(np.ascontiguousarray(images).tobytes()).hexdigest()
     if cache and Path(cache).exists():
@@ -56,3 +60,14 @@ def cached_aligned_copies(images: np.ndarray, cache: str | None) -> tuple[np.nda
         Path(cache).parent.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(cache, aligned=aligned, found=found, digest=digest)
     return aligned, found
+
+
+def training_copies(train: Dataset, relabeled: Dataset, share: float, cache_dir: Path
+                    ) -> tuple[np.ndarray, dict[str, Any]]:
+    """The aligned copy of every training image (FER2013's aligned, the corrections as they are:
+    photo crops already) and what the card records of it."""
+    if not 0.0 < share <= 1.0:
+        raise DataError(f"The aligned share of a batch must be above 0 and at most 1, not {share}.")
+    copies, found = cached_aligned_copies(train.images, str(Path(cache_dir) / "aligned.npz"))
+    return (np.concatenate([copies, relabeled.images]),
+            {"share": share, "found": int(found.sum()), "of": len(found)})

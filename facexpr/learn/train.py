@@ -24,6 +24,7 @@ import numpy as np
 from facexpr.core.errors import DataError
 from facexpr.core.extras import require
 from facexpr.core.labels import CROP_SIZE, EXPRESSIONS
+from facexpr.learn.align_data import training_copies
 from facexpr.learn.augment import Augmentation, augment_batch, batch_rng, epoch_order
 from facexpr.learn.data import Dataset, load_ferplus, load_layout, load_packed
 from facexpr.learn.evaluate import report
@@ -295,8 +296,6 @@ def train(data_uri: str, out: str | os.PathLike, relabeled_uri: str | None = Non
     import keras
 
     recipe = recipe or Recipe()
-    if not 0.0 <= recipe.aligned_share <= 1.0:
-        raise DataError(f"The aligned share of a batch must be between 0 and 1, not {recipe.aligned_share}.")
     out = Path(out)
     verbose = verbose if verbose is not None else (1 if sys.stdout.isatty() else 2)
     keras.utils.set_random_seed(recipe.seed)
@@ -332,11 +331,7 @@ def train(data_uri: str, out: str | os.PathLike, relabeled_uri: str | None = Non
         _compile(network, recipe, steps, priors)
     aligned, aligned_report = None, None
     if recipe.aligned_share > 0:
-        from facexpr.learn.align_data import cached_aligned_copies
-
-        copies, found = cached_aligned_copies(train_set.images, str(checkpoint_dir / "aligned.npz"))
-        aligned = np.concatenate([copies, relabeled.images])  # corrections are photo crops already
-        aligned_report = {"share": recipe.aligned_share, "found": int(found.sum()), "of": len(found)}
+        aligned, aligned_report = training_copies(train_set, relabeled, recipe.aligned_share, checkpoint_dir)
     train_ds, val_data = _make_datasets(full_train, targets, val_set, recipe, initial_epoch, loader_workers,
                                         aligned)
 
