@@ -11,6 +11,7 @@ arrive aligned, FER2013's own crops as they are.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -48,8 +49,6 @@ def aligned_copies(images: np.ndarray, progress_every: int = 0) -> tuple[np.ndar
 
 def cached_aligned_copies(images: np.ndarray, cache: str | None) -> tuple[np.ndarray, np.ndarray]:
     """`aligned_copies`, kept in CACHE (.npz) and reused while the images are the same ones."""
-    import hashlib
-
     digest = hashlib.sha256(np.ascontiguousarray(images).tobytes()).hexdigest()
     if cache and Path(cache).exists():
         with np.load(cache) as saved:

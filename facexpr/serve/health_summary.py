@@ -74,6 +74,26 @@ class VersionHealth:
     agreement: float | None
 
 
+@dataclass
+class _Counts:
+    """One model version's sums over the window (or every version's, added up)."""
+
+    predictions: int = 0
+    confidence_sum: float = 0.0
+    answered: int = 0
+    confirmed: int = 0
+
+    @staticmethod
+    def sum(parts: Iterable[_Counts]) -> _Counts:
+        total = _Counts()
+        for part in parts:
+            total.predictions += part.predictions
+            total.confidence_sum += part.confidence_sum
+            total.answered += part.answered
+            total.confirmed += part.confirmed
+        return total
+
+
 @dataclass(frozen=True)
 class HealthSummary:
     """One window's totals (faces predicted, people's answers, confidence, latency, per version)."""
@@ -105,31 +125,29 @@ def health_summary(history: History, start: datetime | None, end: datetime | Non
     Raises HistoryUnavailable when the database cannot be reached.
     """
     expressions = dict.fromkeys(EXPRESSIONS, 0)
-    per_version: dict[str, list[float]] = defaultdict(lambda: [0, 0.0, 0, 0])  # n, conf, answered, confirmed
-    total, confidence_sum, low = 0, 0.0, 0
+    per_version: dict[str, _Counts] = defaultdict(_Counts)
+    low = 0
     for _day, version, expression, b, n, conf in history.confidence_cube(start, end, None):
-        total, confidence_sum = total + n, confidence_sum + conf
         low += n if b < LOW_BIN else 0
         expressions[expression] = expressions.get(expression, 0) + n
-        per_version[str(version)][0] += n
-        per_version[str(version)][1] += conf
-    answered = confirmed = 0
+        per_version[str(version)].predictions += n
+        per_version[str(version)].confidence_sum += conf
     for _day, version, _predicted, _label, was_confirmed, n in history.feedback_counts(start, end, None):
-        answered += n
-        confirmed += n if was_confirmed else 0
-        per_version[str(version)][2] += n
-        per_version[str(version)][3] += n if was_confirmed else 0
+        per_version[str(version)].answered += n
+        per_version[str(version)].confirmed += n if was_confirmed else 0
+    every = _Counts.sum(per_version.values())
     by_stage: dict[str, list[tuple[int, int]]] = defaultdict(list)
     for stage, b, n in history.latency_bins(start, end, None):
         by_stage[stage].append((b, n))
     relabels = dict.fromkeys(EXPRESSIONS, 0)
     for label, _confirmed, n in history.relabel_counts(since):
         relabels[label] = relabels.get(label, 0) + n
-    models = [VersionHealth(version, int(n), share(conf, n), int(a), share(c, a))
-              for version, (n, conf, a, c) in per_version.items()]
+    models = [VersionHealth(version, c.predictions, share(c.confidence_sum, c.predictions), c.answered,
+                            share(c.confirmed, c.answered)) for version, c in per_version.items()]
     return HealthSummary(
-        start=utc(start), total=total, answered=answered, confirmed=confirmed,
-        mean_confidence=share(confidence_sum, total), low_confidence_share=share(low, total),
+        start=utc(start), total=every.predictions, answered=every.answered, confirmed=every.confirmed,
+        mean_confidence=share(every.confidence_sum, every.predictions),
+        low_confidence_share=share(low, every.predictions),
         expressions=expressions,
         latency={stage: StageLatency(*(nearest_rank(by_stage[stage], q) for q in PERCENTILES),
                                      sum(n for _, n in by_stage[stage])) for stage in STAGES},
