@@ -663,7 +663,8 @@ def report(res: dict[str, Any]) -> str:
                          "GFLOP/s-equivalent.")
             if b.get("int8_conv_gmacs"):
                 need = TARGETS["batch_faces_s"] * b["gflop_per_face"] / 2
-                lines.append(f"In int8 the served file multiplies {b['faces_s'] * b['gflop_per_face'] / 2:,.0f} "
+                served_gmacs = b["faces_s"] * b["gflop_per_face"] / 2
+                lines.append(f"In int8 the served file multiplies {served_gmacs:,.0f} "
                              f"GMAC/s; LiteRT's int8 convolutions reach {b['int8_conv_gmacs']:,.0f} GMAC/s "
                              f"at best on these cores (four 3×3 convolutions of 256 channels, same run), "
                              f"and {TARGETS['batch_faces_s']:,} flip-averaged faces/s would need "
