@@ -15,7 +15,7 @@ for the comparison, `pip install -r benchmarks/requirements.txt` (fer without it
    Keras model), for reference.
 2. batch throughput on 10,000 crops of 48×48: the served LiteRT file (int8, no TensorFlow) beside
    the TensorFlow paths it replaced (folded float32, plain Keras, bfloat16), with each path's
-   FER2013 val accuracy;
+   FER2013 val accuracy, and the ceilings the cores set (float32 matmul, LiteRT's int8 convolution);
 3. single-face model call latency, the same paths;
 4. app cold start until `/_stcore/health` answers; a fresh `facexpr predict photo.jpg` against a
    fresh `python -c "import tensorflow"`;
