@@ -87,3 +87,17 @@ def test_python_and_the_api_give_the_fields(unsure_model_path, astronaut_bytes, 
                             timeout=60).json()
     (face,) = answer["predictions"][0]["faces"]
     assert face["unsure"] is True and face["runner_up"] in EXPRESSIONS
+
+
+def test_a_new_models_threshold_is_where_its_answers_become_right_more_often_than_not():
+    from benchmarks.model_select import unsure_threshold
+
+    # Right 30 % of the time under 0.4 confidence, 45 % in 0.4-0.5, then 60 % and up: unsure below 0.5.
+    confidence = np.repeat([0.25, 0.35, 0.45, 0.55, 0.75, 0.95], 20)
+    right = np.concatenate([np.arange(20) < n for n in (6, 6, 9, 12, 16, 19)])
+    section = unsure_threshold(confidence, right)
+    assert section["below"] == 0.5 and section["n_below"] == 60 and section["n_at_or_above"] == 60
+    assert section["accuracy_below"] == 0.35 and section["accuracy_at_or_above"] == 0.7833
+    # one bin above the edge that is right less often than not moves the edge above it
+    right[60:72] = np.arange(12) < 5
+    assert unsure_threshold(confidence, right)["below"] == 0.7  # the next bin with answers in it
