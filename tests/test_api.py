@@ -24,7 +24,7 @@ from facexpr.core.labels import EXPRESSIONS
 from facexpr.model.predict import predict_image
 from facexpr.storage.relabel import save_relabel
 from tests.apiserver import ApiServer
-from tests.conftest import FIXTURES, ROOT, image_bytes
+from tests.conftest import FIXTURES, ROOT, SHIPPED_MODEL, image_bytes
 from tests.test_bad_inputs import CORPUS, history_hashes
 
 OPENAPI = ROOT / "docs" / "openapi.json"
@@ -343,7 +343,7 @@ def test_models_lists_the_served_one(server):
     served = [m for m in body["models"] if m["served"]]
     assert [m["version"] for m in served] == ["tiny-test"] and served[0]["val_accuracy"] == 0.5
     assert served[0]["source"] == "file"  # FACEXPR_MODEL pins it
-    assert "fer-vgg-v1" in {m["version"] for m in body["models"]}  # the checkout's models/
+    assert SHIPPED_MODEL in {m["version"] for m in body["models"]}  # the checkout's models/
 
 
 def test_health_summary_counts_what_the_api_answered(server, astronaut):

@@ -26,7 +26,7 @@ from packaging.requirements import Requirement
 
 import facexpr
 from tests.apiserver import free_port
-from tests.conftest import FIXTURES, ROOT
+from tests.conftest import FIXTURES, ROOT, SHIPPED_MODEL
 
 
 @pytest.fixture(scope="module")
@@ -83,8 +83,7 @@ def stranger_env(tmp_path: Path) -> dict[str, str]:
 def test_the_wheel_holds_the_package_and_the_shipped_model(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {"facexpr/__init__.py", "facexpr/serve/api/app.py", "facexpr/serve/recognizer.py",
-            "facexpr/models/fer-vgg-v1.keras", "facexpr/models/fer-vgg-v1.json",
-            "facexpr/models/fer-vgg-v1.tflite"} <= names
+            *(f"facexpr/models/{SHIPPED_MODEL}{s}" for s in (".keras", ".json", ".tflite"))} <= names
     assert not any(n.startswith(("tests/", "pages/", "benchmarks/", "models/")) for n in names)
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "facexpr = facexpr.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
@@ -127,7 +126,7 @@ def test_installed_copy_answers_from_python_with_no_checkout(venv, tmp_path):
     assert run.returncode == 0, run.stderr
     out = json.loads(run.stdout.strip().splitlines()[-1])
     assert out["file"].startswith(str(venv)) and out["model"].startswith(str(venv))
-    assert out["version"] == "fer-vgg-v1" and out["expression"] == "happy"
+    assert out["version"] == SHIPPED_MODEL and out["expression"] == "happy"
     assert out["backend"] == "lite" and out["tensorflow"] is False  # on LiteRT: TensorFlow never loaded
     assert out["opencv"] is False  # the photo path resamples with Pillow
 
@@ -157,7 +156,7 @@ def test_installed_command_has_version_and_predict(venv, tmp_path):
                              timeout=300)
     assert predict.returncode == 0, predict.stderr
     answer = json.loads(predict.stdout.strip().splitlines()[-1])
-    assert answer["model_version"] == "fer-vgg-v1" and answer["faces"][0]["expression"] == "happy"
+    assert answer["model_version"] == SHIPPED_MODEL and answer["faces"][0]["expression"] == "happy"
 
 
 def test_installed_command_serves_http(venv, tmp_path):
@@ -180,7 +179,7 @@ def test_installed_command_serves_http(venv, tmp_path):
                               timeout=60)
         assert response.status_code == 200, response.text
         body = response.json()
-        assert body["model_version"] == "fer-vgg-v1"
+        assert body["model_version"] == SHIPPED_MODEL
         assert body["predictions"][0]["faces"][0]["expression"] == "happy"
         health = httpx.get(url + "/v1/health/summary?window=24h", timeout=60)  # plain Python, no pandas
         assert health.status_code == 200, health.text

@@ -12,7 +12,7 @@ from streamlit.testing.v1 import AppTest
 from facexpr.app import jobs
 from facexpr.core.config import load_settings
 from facexpr.model.registry import ModelRegistry
-from tests.conftest import ROOT
+from tests.conftest import ROOT, SHIPPED_MODEL
 from tests.layouts import make_layout
 from tests.test_retrain import add_corrections, checkerboard, registered
 
@@ -41,10 +41,10 @@ def answered_by(classify: AppTest) -> str:
 def test_promote_and_rollback_switch_what_the_app_serves(tiny_model_path, astronaut_bytes):
     settings = load_settings()
     registered(settings, tiny_model_path, "v-one")
-    assert sidebar_model() == "fer-vgg-v1"  # an empty registry serves the shipped model
+    assert sidebar_model() == SHIPPED_MODEL  # an empty registry serves the shipped model
     classify = AppTest.from_file(CLASSIFY, default_timeout=60).run()
     classify.file_uploader(key="upload").set_value(("a.jpg", astronaut_bytes, "image/jpeg"))
-    assert answered_by(classify) == "fer-vgg-v1"
+    assert answered_by(classify) == SHIPPED_MODEL
 
     ModelRegistry(settings).promote("v-one")  # e.g. from the CLI, or another replica
     assert sidebar_model() == "v-one" and answered_by(classify) == "v-one"  # new and open sessions
@@ -55,7 +55,7 @@ def test_promote_and_rollback_switch_what_the_app_serves(tiny_model_path, astron
     learn.button(key="retrain_rollback").click().run()
     assert not learn.exception and ModelRegistry(settings).served() is None
     assert learn.button(key="retrain_rollback").disabled  # nothing left to roll back
-    assert sidebar_model() == "fer-vgg-v1" and answered_by(classify) == "fer-vgg-v1"
+    assert sidebar_model() == SHIPPED_MODEL and answered_by(classify) == SHIPPED_MODEL
 
 
 def test_learn_page_retrains_in_the_background_then_promotes(tmp_path, tiny_model_path, monkeypatch):

@@ -14,7 +14,7 @@ from PIL import Image
 import facexpr
 from facexpr.core.errors import FacexprError, ImageError
 from facexpr.model.predict import predict_image
-from tests.conftest import FIXTURES, ROOT
+from tests.conftest import FIXTURES, ROOT, SHIPPED_MODEL
 
 PHOTO = FIXTURES / "astronaut.jpg"
 
@@ -36,7 +36,7 @@ def same_face(a: facexpr.Face, b: facexpr.Face, tol: float = 1e-5) -> bool:
 
 
 def test_a_path_gives_the_face_with_all_seven_probabilities(recognizer, expected):
-    assert recognizer.model_version == "fer-vgg-v1"
+    assert recognizer.model_version == SHIPPED_MODEL
     assert expected.expression == "happy"  # the astronaut smiles
     assert list(expected.probabilities) == list(facexpr.EXPRESSIONS)
     assert sum(expected.probabilities.values()) == pytest.approx(1.0, abs=1e-4)
