@@ -38,6 +38,9 @@ from benchmarks.run import SHARED_DATA
 from facexpr.core.labels import EXPRESSIONS, INDEX
 
 VAL_TOLERANCE = 0.005  # condition 3: val ≥ baseline − this
+# ... and never below what rule 4's text fixes (v1's Keras val 0.6537 − 0.005): the baseline is scored
+# through its .tflite here (0.6528), which would otherwise let the bar drop by 0.0009.
+VAL_FLOOR = 0.6487
 RECALL_TOLERANCE = 0.10  # condition 4: no class's pooled recall below baseline's − this
 UNSURE_BELOW = 0.5  # fer-vgg-v1's card threshold, reported for each model
 RULE = "benchmarks/SELECTION.md, rule 4"
@@ -164,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         conditions = {
             "1_pooled_gain_beyond_noise": lo > 0,
             "2_no_set_lost_beyond_noise": not any(v["loses_beyond_noise"] for v in per_set.values()),
-            "3_val_kept": mine["val"]["accuracy"] >= base["val"]["accuracy"] - VAL_TOLERANCE,
+            "3_val_kept": mine["val"]["accuracy"] >= max(VAL_FLOOR, base["val"]["accuracy"] - VAL_TOLERANCE),
             "4_no_class_recall_falls_10_points": min(recall_drops.values()) >= -RECALL_TOLERANCE,
         }
         results["candidates"][model.version] = {
