@@ -84,10 +84,11 @@ def card_sections(results: dict, chosen: str, measured: str) -> dict[str, dict]:
                          "change_ci95": mine["vs_baseline"]["pooled_ci95"],
                          "recall_before": base["pooled"]["recall"]}}
     others = {base["model"]: base, **{v: c for v, c in results["candidates"].items() if v != chosen}}
-    runners_up = [{"model": v, "pooled": r["pooled"]["accuracy"], "val": r["val"]["accuracy"],
+    runners_up = [{"model": v, "role": "runner-up" if "conditions" in r else "baseline",
+                   "pooled": r["pooled"]["accuracy"], "val": r["val"]["accuracy"],
                    **{s: r["sets"][s]["accuracy"] for s in SETS},
-                   "failed": [k for k, ok in r.get("conditions", {}).items() if not ok]
-                   if "conditions" in r else "the baseline"} for v, r in others.items()]
+                   "failed": [k for k, ok in r.get("conditions", {}).items() if not ok]}
+                  for v, r in others.items()]
     selection = {"rule": RULE, "baseline": base["model"], "conditions": mine["conditions"],
                  "runners_up": runners_up}
     return {"photos": photos, "unsure": {**mine["unsure_threshold"], "measured": measured},
@@ -177,8 +178,8 @@ def main(argv: list[str] | None = None) -> int:
                             "pooled_recall_change": recall_drops},
             "conditions": conditions, "passes": all(conditions.values())}
     report_results(results, args.json)
-    passing = [v for v, r in results["candidates"].items() if r["passes"]]
     if args.write_card:
+        passing = [v for v, r in results["candidates"].items() if r["passes"]]
         if not passing:
             print(f"No candidate passes {RULE}: no card written.")
             return 0
