@@ -31,6 +31,12 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return z / z.sum(-1, keepdims=True)
 
 
+def view_probabilities(network, images: np.ndarray) -> list[np.ndarray]:
+    """(N, 7) probabilities for each crop and for its mirror image (the served flip average's views)."""
+    x = images[..., None].astype(np.float32)
+    return [network.predict(view, batch_size=512, verbose=0) for view in (x, x[:, :, ::-1])]
+
+
 def fit_prior_bias(views: list[np.ndarray], prior: np.ndarray, iterations: int = ITERATIONS) -> np.ndarray:
     """VIEWS: per test-time view, (N, 7) probabilities. → b with mean_i mean_v softmax(log p + b) = PRIOR."""
     logs = [np.log(np.clip(p, 1e-12, None)) for p in views]
@@ -44,7 +50,6 @@ def fit_prior_bias(views: list[np.ndarray], prior: np.ndarray, iterations: int =
 def main(argv: list[str] | None = None) -> int:
     from facexpr.learn.data import load_layout
     from facexpr.learn.evaluate import report
-    from facexpr.learn.train import _flip_averaged
     from facexpr.model.classifier import Scores, load_network, read_card, save_model
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks.prior_shift")
@@ -58,8 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     network, card = load_network(model), read_card(model)
     train = load_layout(args.fer2013.rstrip("/") + "/train")
     val = load_layout(args.fer2013.rstrip("/") + "/val")
-    x = train.images[..., None].astype(np.float32)  # as training's own flip-averaged val is measured
-    views = [network.predict(view, batch_size=512, verbose=0) for view in (x, x[:, :, ::-1])]
+    views = view_probabilities(network, train.images)
     prior = np.bincount(train.labels, minlength=len(EXPRESSIONS)) / len(train.labels)
     bias = fit_prior_bias(views, prior)
     logits = network.get_layer("logits")
@@ -67,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     for letter, alpha in zip(string.ascii_lowercase, args.alpha, strict=False):
         name = f"{card.name}{letter}"
         logits.set_weights([kernel, base_bias + alpha * bias])
-        val_report = report(val.labels, _flip_averaged(network, val.images).argmax(1))
+        val_report = report(val.labels, np.mean(view_probabilities(network, val.images), axis=0).argmax(1))
         card.name = name
         card.val = Scores.from_dict({**val_report, "test_time_augmentation": "horizontal flip average"})
         card.sections["prior_shift"] = {
