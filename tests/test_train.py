@@ -165,6 +165,31 @@ def test_a_warm_restart_starts_from_the_given_model(tmp_path):
               recipe=tiny_recipe(widths=(4, 8, 16), init_from=str(first) + ".keras"))
 
 
+def test_a_teacher_softens_the_fer2013_targets_by_its_answers(tmp_path):
+    """--teacher M --teacher-weight W: each FER2013 face's target is (1 − W) × its label + W × what M
+    answers on it as served (distillation); relabeled faces keep the label a person gave."""
+    from facexpr.learn.targets import with_teacher
+
+    make_layout(tmp_path / "fer" / "train", 6)
+    make_layout(tmp_path / "fer" / "val", 2, seed=1)
+    make_layout(tmp_path / "relabeled", 1, seed=2)
+    teacher = tmp_path / "models" / "teacher"
+    train(str(tmp_path / "fer"), teacher, recipe=tiny_recipe(), verbose=0)
+    faces = load_layout(str(tmp_path / "fer" / "train"))
+    answers = load_classifier(teacher.with_suffix(".keras")).predict(faces.images)
+    targets, used = with_teacher(faces.images, faces.one_hot(), str(teacher) + ".keras", 0.7)
+    np.testing.assert_allclose(targets, 0.3 * faces.one_hot() + 0.7 * answers, atol=1e-6)
+    assert used["agrees_with_label"] == pytest.approx((answers.argmax(1) == faces.labels).mean(), abs=1e-4)
+
+    student = train(str(tmp_path / "fer"), tmp_path / "models" / "student", verbose=0,
+                    relabeled_uri=str(tmp_path / "relabeled"),
+                    recipe=tiny_recipe(teacher=str(teacher) + ".keras", teacher_weight=0.7))
+    assert student.data["teacher"]["model"] == "teacher" and student.data["teacher"]["weight"] == 0.7
+    assert student.data["relabeled"]["counts"] == dict.fromkeys(EXPRESSIONS, 1)
+    with pytest.raises(DataError, match="Cannot load the teacher"):
+        with_teacher(faces.images, faces.one_hot(), str(tmp_path / "none.keras"), 0.7)
+
+
 def test_pack_keeps_images_labels_keys_and_ferplus_votes(tmp_path, capsys):
     from facexpr import cli
     from facexpr.learn.data import load_packed

@@ -28,6 +28,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         recipe.learning_rate = args.learning_rate
     if args.ferplus:
         recipe.ferplus, recipe.ferplus_weight = args.ferplus, args.ferplus_weight
+    if args.teacher:
+        recipe.teacher, recipe.teacher_weight = args.teacher, args.teacher_weight
     if args.precision is not None:
         recipe.precision = args.precision
     if args.logit_adjust is not None:

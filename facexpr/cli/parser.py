@@ -86,6 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="FER+ votes (ferplus_labels.csv, local or s3://) to soften the FER2013 targets")
     p.add_argument("--ferplus-weight", type=fraction_arg, default=0.3,
                    help="share of the FER+ votes in each target, below 0.5 (default 0.3)")
+    p.add_argument("--teacher", default=None, metavar="MODEL",
+                   help="soften the FER2013 targets by this model's answers on each face (distillation, "
+                        "e.g. an average made by benchmarks/ensemble.py)")
+    p.add_argument("--teacher-weight", type=share_arg, default=0.5,
+                   help="the teacher's share of each target, between 0 and 1 (default 0.5)")
     p.add_argument("--init-from", default=None, metavar="MODEL",
                    help="start from this .keras model's weights (same --widths): a warm restart")
     p.add_argument("--logit-adjust", type=float, default=None, metavar="TAU",

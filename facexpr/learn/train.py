@@ -14,7 +14,7 @@ import os
 import platform
 import sys
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,8 +26,9 @@ from facexpr.core.extras import require
 from facexpr.core.labels import CROP_SIZE, EXPRESSIONS
 from facexpr.learn.align_data import training_copies
 from facexpr.learn.augment import Augmentation, augment_batch, batch_rng, epoch_order
-from facexpr.learn.data import Dataset, load_ferplus, load_layout, load_packed
+from facexpr.learn.data import Dataset, load_layout, load_packed
 from facexpr.learn.evaluate import report
+from facexpr.learn.targets import fer2013_targets, with_teacher
 from facexpr.model.classifier import Classifier, ModelCard, Scores, build_network, read_card, save_model
 from facexpr.model.inference import has_native_bf16
 from facexpr.photo.geometry import FER_TEMPLATE
@@ -53,6 +54,8 @@ class Recipe:
     ferplus_weight: float = 0.0  # share of the FER+ vote distribution in each target (needs ferplus=…)
     ferplus: str | None = None  # ferplus_labels.csv: a local path or s3://bucket/key
     init_from: str | None = None  # a .keras model of the same widths to start from (a warm restart)
+    teacher: str | None = None  # a model whose answers soften the FER2013 targets (targets.py)
+    teacher_weight: float = 0.0  # the teacher's share of each FER2013 face's target
     precision: str = field(default_factory=lambda: "mixed_bfloat16" if has_native_bf16() else "float32")
     augment: str = "standard"  # or "photo": photo-like framing, resolution, blur, JPEG, lighting (augment.py)
     logit_adjust: float = 0.0  # τ of logit-adjusted cross-entropy (0: plain); see logit_adjusted_loss
@@ -86,16 +89,6 @@ def load_training_data(data_uri: str, relabeled_uri: str | None, recipe: Recipe
     if not len(val):
         raise DataError(f"{data_uri} has train/ but no val/ images to evaluate on.")
     return train, val, relabeled
-
-
-def _fer2013_targets(train_set: Dataset, recipe: Recipe) -> tuple[Dataset, np.ndarray, dict | None]:
-    """(images to train on, their targets, FER+ report): one-hot, or softened by FER+ votes."""
-    if not recipe.ferplus:
-        return train_set, train_set.one_hot(), None
-    soft, keep, matched = load_ferplus(recipe.ferplus).targets(train_set, recipe.ferplus_weight)
-    used = {"source": recipe.ferplus, "weight": recipe.ferplus_weight, "matched": matched,
-            "left_out_not_a_face": len(train_set) - len(keep)}
-    return replace(train_set.subset(keep), skipped=train_set.skipped), soft[keep], used
 
 
 def _augmenter(recipe: Recipe):
@@ -302,7 +295,10 @@ def train(data_uri: str, out: str | os.PathLike, relabeled_uri: str | None = Non
     keras.mixed_precision.set_global_policy(recipe.precision)
 
     train_set, val_set, relabeled = load_training_data(data_uri, relabeled_uri, recipe)
-    train_set, soft, ferplus_report = _fer2013_targets(train_set, recipe)
+    train_set, soft, ferplus_report = fer2013_targets(train_set, recipe.ferplus, recipe.ferplus_weight)
+    teacher_report = None
+    if recipe.teacher:
+        soft, teacher_report = with_teacher(train_set.images, soft, recipe.teacher, recipe.teacher_weight)
     full_train = Dataset.concat([train_set, relabeled], data_uri)
     targets = np.concatenate([soft, relabeled.one_hot()])  # relabeled: the label a person gave
     if len(full_train) < recipe.batch_size:
@@ -371,6 +367,7 @@ def train(data_uri: str, out: str | os.PathLike, relabeled_uri: str | None = Non
             "relabeled": {"source": relabeled_uri, "counts": relabeled.counts(),
                           "skipped": relabeled.skipped},
             **({"ferplus": ferplus_report} if ferplus_report else {}),
+            **({"teacher": teacher_report} if teacher_report else {}),
         },
         epochs=recipe.epochs,
         wall_time_s=round(wall, 1),
