@@ -1,7 +1,7 @@
 """Rule 4 of benchmarks/SELECTION.md (issue 23): may a candidate model replace the served default?
 
-    nice -n 19 .venv/bin/python -m benchmarks.model_select --baseline models/fer-vgg-v1.keras \
-        --candidate models/fer-vgg-v5.keras [--candidate …] [--json OUT]
+    nice -n 19 .venv/bin/python -m benchmarks.model_select [--baseline SERVED.keras] \
+        --candidate NEW.keras [--candidate …] [--json OUT] [--write-card]
 
 Every development photo set (headshots-dev, film-dev, web-dev) through the served photo path: the
 largest face each model's card asks for, found and cut once (the candidates must cut faces the way
@@ -105,10 +105,10 @@ def val_figures(classifier, val) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     from facexpr.learn.data import load_layout
-    from facexpr.model.classifier import add_to_card, load_classifier
+    from facexpr.model.classifier import add_to_card, load_classifier, newest_model
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks.model_select")
-    parser.add_argument("--baseline", default="models/fer-vgg-v1.keras")
+    parser.add_argument("--baseline", default=None, help="default: the served model (newest card in models/)")
     parser.add_argument("--candidate", action="append", required=True)
     parser.add_argument("--fer2013", default=str(SHARED_DATA / "fer2013"))
     parser.add_argument("--json", default=None)
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="write the chosen candidate's photos / unsure / selection card sections")
     args = parser.parse_args(argv)
 
-    baseline = load_classifier(args.baseline)
+    baseline = load_classifier(args.baseline or newest_model())
     candidates = [load_classifier(path) for path in args.candidate]
     for model in candidates:
         if model.geometry != baseline.geometry:

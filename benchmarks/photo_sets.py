@@ -1,6 +1,6 @@
 """The photo path on every development photo set, candidates side by side (run by hand).
 
-    python -m benchmarks.photo_sets [--model models/fer-vgg-v1.keras] [--json OUT] [--sweep]
+    python -m benchmarks.photo_sets [--model MODEL.keras] [--json OUT] [--sweep]
 
 For each set (headshots-dev, film-dev, web-dev) and each candidate crop (benchmarks/SELECTION.md,
 issue 21's rule), one answer per photo — its largest face — scored against the set's label:
@@ -163,10 +163,10 @@ def report_results(results: dict, json_path: str | None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from facexpr.model.classifier import load_classifier
+    from facexpr.model.classifier import load_classifier, newest_model
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks.photo_sets")
-    parser.add_argument("--model", default="models/fer-vgg-v1.keras")
+    parser.add_argument("--model", default=None, help="default: the served model (newest card in models/)")
     parser.add_argument("--json", default=None)
     parser.add_argument("--candidates", default=",".join(CANDIDATES),
                         help=f"comma-separated, of {', '.join(CANDIDATES)} and served (the card's crop)")
@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="baseline on headshots-dev (rule 3b: T0, the box without its fitted framing)")
     parser.add_argument("--scales", default="", help="also M at these template scales, e.g. 0.9,1.1")
     args = parser.parse_args(argv)
-    classifier = load_classifier(args.model)
+    classifier = load_classifier(args.model or newest_model())
     names = args.candidates.split(",")
     # "served": the crop the model's own card asks for (make bench's "after")
     candidates = {n: _Plain(classifier.geometry) if n == "served" else CANDIDATES[n] for n in names}
