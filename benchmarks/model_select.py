@@ -11,10 +11,11 @@ its 95 % group bootstrap (people, films; benchmarks.photo_sets.bootstrap), per-c
 pooled photos, sad precision per set, and FER2013 val (accuracy and per-class report). The rule's
 four conditions are evaluated and printed with the figures.
 
-With --write-card, the passing candidate with the highest pooled accuracy gets three card sections
-(the issue's "every development set's figures, the selection rule and the runners-up"): `photos`
-(per set and pooled, before/after), `unsure` (its own threshold, from the same photos) and
-`selection` (the rule, its conditions, every other model of the run as a runner-up).
+With --write-card, the passing candidate with the highest pooled accuracy among those that cost one
+model call per face, as the baseline does (an average of several nets is scored, never chosen),
+gets three card sections (the issue's "every development set's figures, the selection rule and the
+runners-up"): `photos` (per set and pooled, before/after), `unsure` (its own threshold, from the
+same photos) and `selection` (the rule, its conditions, every other model of the run as a runner-up).
 """
 
 from __future__ import annotations
@@ -94,6 +95,11 @@ def card_sections(results: dict, chosen: str, measured: str) -> dict[str, dict]:
                  "runners_up": runners_up}
     return {"photos": photos, "unsure": {**mine["unsure_threshold"], "measured": measured},
             "selection": selection}
+
+
+def model_calls(card) -> int:
+    """Model calls per face: one, or one per member of an average (its card's `data.members`)."""
+    return len(card.data.get("members") or ()) or 1
 
 
 def val_figures(classifier, val) -> dict:
@@ -179,11 +185,14 @@ def main(argv: list[str] | None = None) -> int:
             "conditions": conditions, "passes": all(conditions.values())}
     report_results(results, args.json)
     if args.write_card:
-        passing = [v for v, r in results["candidates"].items() if r["passes"]]
+        # An average of several nets (benchmarks/ensemble.py) is scored, as a teacher, but never chosen:
+        # it costs a model call per member, and issue 24's one-face target (1.5 ms) holds one.
+        served_alike = {m.version for m in candidates if model_calls(m.card) <= model_calls(baseline.card)}
+        passing = [v for v, r in results["candidates"].items() if r["passes"] and v in served_alike]
         if not passing:
-            print(f"No candidate passes {RULE}: no card written.")
+            print(f"No candidate that serves at the baseline's cost passes {RULE}: no card written.")
             return 0
-        # Same network and input for every candidate, so "cheaper to serve" never breaks the tie.
+        # Every one left is one net of one input, so "cheaper to serve" never breaks the tie.
         chosen = max(passing, key=lambda v: results["candidates"][v]["pooled"]["accuracy"])
         path = next(m.path for m in candidates if m.version == chosen)
         measured = f"{date.today().isoformat()}, {chosen} vs {baseline.version}, {RULE}"

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from benchmarks.ensemble import main as ensemble
+from benchmarks.model_select import model_calls
 from facexpr.model.classifier import ModelCard, build_network, load_classifier, read_card, save_model
 from facexpr.photo.geometry import FER_TEMPLATE, CropGeometry
 
@@ -25,6 +26,8 @@ def test_an_average_answers_the_mean_of_its_members(tmp_path):
     np.testing.assert_allclose(served.predict(crops), mean, atol=0.01)  # int8 weights in the .tflite
     card = read_card(tmp_path / "avg.keras")
     assert card.data["members"] == ["a", "b"] and card.crop == FER_TEMPLATE
+    # What model_select weighs against serving it: two model calls a face, where a member costs one.
+    assert model_calls(card) == 2 and model_calls(read_card(a)) == 1
 
 
 def test_members_that_cut_faces_differently_are_refused(tmp_path):
