@@ -23,7 +23,7 @@ from tests.s3server import DUMMY_CREDENTIALS, S3Endpoint, S3Setup
 ROOT = Path(__file__).resolve().parent.parent
 # The model a checkout serves by default (the newest card in models/): the one name to change when
 # another model is adopted (benchmarks/SELECTION.md).
-SHIPPED_MODEL = "fer-vgg-v1"
+SHIPPED_MODEL = "fer-vgg-v11"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 SETTING_KEYS = ("FACEXPR_MODEL", "FACEXPR_DATA_DIR", "FACEXPR_S3_BUCKET", "FACEXPR_S3_PREFIX",
                 "FACEXPR_TRAIN_DATA", "FACEXPR_RETRAIN_RECIPE", "FACEXPR_MONGODB_URI", "FACEXPR_MONGODB_DB",

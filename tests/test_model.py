@@ -97,9 +97,13 @@ def test_shipped_model_card_reports_its_evaluation():
 
 
 @shipped
-def test_the_default_model_is_the_best_one_shipped():
-    others = {p.stem: read_card(p).val.accuracy for p in list_models()}
-    assert card["val"]["accuracy"] == max(others.values()), others
+def test_the_default_model_is_the_one_the_selection_rule_chose():
+    """The newest card is served, so it must carry the rule's verdict (`benchmarks.model_select
+    --write-card`): every condition held, against every other model shipped beside it."""
+    others = {p.stem for p in list_models()} - {card["name"]}
+    selection = card["selection"]
+    assert all(selection["conditions"].values()), selection["conditions"]
+    assert others <= {r["model"] for r in selection["runners_up"]}, others
 
 
 @shipped
