@@ -31,9 +31,10 @@ def average_network(members: list):
 
 
 def average_card(name: str, cards: list[ModelCard]) -> ModelCard:
-    crops = {str(c.crop) for c in cards}
+    crops = {c.crop for c in cards}  # CropGeometry is frozen: equal crops are one
     if len(crops) != 1:
-        raise SystemExit(f"The members cut faces differently ({sorted(crops)}); an average needs one crop.")
+        raise SystemExit(f"The members cut faces differently ({', '.join(map(str, crops))}); "
+                         "an average needs one crop.")
     members = [{"name": c.name, "val": c.val.accuracy} for c in cards]
     return ModelCard(name=name, trained_at=datetime.now(UTC), crop=cards[0].crop,
                      data={"members": [c.name for c in cards]},
