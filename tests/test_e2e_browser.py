@@ -130,8 +130,10 @@ def evidence_on_failure(page, folder: Path) -> Iterator[None]:
         yield
     except BaseException:
         page.screenshot(path=str(folder / "failure.png"), full_page=True)
-        (folder / "failure.txt").write_text(page.locator("body").inner_text())
+        shown = page.locator("body").inner_text()
+        (folder / "failure.txt").write_text(shown)
         print(f"browser evidence: {folder / 'failure.png'}, {folder / 'failure.txt'}")
+        print(f"the page at {page.url} showed (where only CI's log survives):\n{shown[:3000]}")
         raise
 
 

@@ -66,7 +66,20 @@ def photo_answer(sha: str, expression: str, confidence: float, mirrored: bool) -
 
 
 def go(page, name: str) -> None:
-    page.locator("[data-testid='stSidebarNav']").get_by_role("link", name=name).click()
+    """Open the page NAME from the sidebar and wait until its title shows (every page's title starts
+    with its name). CI once waited 30 s for the Learn page's text after a click made while the first
+    run was still loading the model; a page that has not come is clicked again."""
+    link = page.locator("[data-testid='stSidebarNav']").get_by_role("link", name=name)
+    title = _main(page).locator("h1", has_text=re.compile("^" + re.escape(name)))
+    for _ in range(2):
+        link.click()
+        try:
+            title.wait_for(timeout=STEP_MS)
+            return
+        except PlaywrightTimeout:
+            wait_until_idle(page)
+    link.click()
+    title.wait_for(timeout=STEP_MS)
 
 
 def test_review_retrain_promote_rollback(browser, tmp_path, tiny_model_path):  # noqa: F811
@@ -228,6 +241,7 @@ def test_one_labeller_grows_the_shadow_tally_through_review_and_promotes(browser
         with browser_page(browser, tmp_path, height=1000) as page:
             main = _main(page)
             page.goto(url)
+            assert sidebar_model(page) == "tiny-served"
             go(page, "Learn")
             main.get_by_text("5 so far, 4 answered").wait_for(timeout=STEP_MS)  # one waits in Review
             assert main.get_by_role("button", name="Promote cand-neutral").is_disabled()
