@@ -154,6 +154,33 @@ def _main(page):
     return page.locator("[data-testid='stMain']")
 
 
+def wait_until_idle(page) -> None:
+    """Until Streamlit's "running" indicator is gone: the current script run has ended."""
+    page.wait_for_function(
+        "() => !document.querySelector(\"[data-testid='stStatusWidgetRunningIcon'],"
+        " [data-testid='stStatusWidgetRunningManIcon']\")", timeout=STEP_MS)
+    page.wait_for_timeout(300)
+
+
+def go(page, name: str) -> None:
+    """Open the page NAME from the sidebar and wait until its title shows (every page's title starts
+    with its name). CI once waited 30 s for the Learn page's text after a click made while the first
+    run was still loading the model; a page that has not come is clicked again."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    link = page.locator("[data-testid='stSidebarNav']").get_by_role("link", name=name)
+    title = _main(page).locator("h1", has_text=re.compile("^" + re.escape(name)))
+    for _ in range(2):
+        link.click()
+        try:
+            title.wait_for(timeout=STEP_MS)
+            return
+        except PlaywrightTimeout:
+            wait_until_idle(page)
+    link.click()
+    title.wait_for(timeout=STEP_MS)
+
+
 def upload_and_read_answer(page, url: str) -> str:
     """Open the app, upload the photo, wait for the answer; return the expression shown."""
     page.goto(url)
@@ -261,7 +288,7 @@ def classify_correct_and_see_it_counted(page, url: str, data_dir: Path, shots: P
     screenshot_whole_page(page, shots / "classify.png")
 
     # 3. Model health → the face is counted, with the person's correction.
-    page.locator("[data-testid='stSidebarNav']").get_by_role("link", name="Model health").click()
+    go(page, "Model health")
     page.locator(".st-key-health_window").wait_for(timeout=STEP_MS)
     main.get_by_text("Relabels gathered").wait_for(timeout=STEP_MS)  # the last section: all is drawn
     assert metric(page, "Faces classified") == "1"
@@ -312,7 +339,7 @@ def work_through_an_outage(page, url: str) -> str:
     shown = page.locator("body").inner_text()
 
     # Model health says the database is unreachable instead of failing.
-    page.locator("[data-testid='stSidebarNav']").get_by_role("link", name="Model health").click()
+    go(page, "Model health")
     page.locator(".st-key-health_window").wait_for(timeout=STEP_MS)
     main.locator("[data-testid='stAlert']", has_text="unreachable").first.wait_for(timeout=STEP_MS)
     return shown + page.locator("body").inner_text()

@@ -29,6 +29,8 @@ from tests.test_e2e_browser import (  # noqa: F401 (browser is a fixture)
     app_server,
     browser,
     browser_page,
+    go,
+    wait_until_idle,
 )
 
 
@@ -81,14 +83,6 @@ def chooser_value(page) -> str:
     return box.input_value().strip().lower()
 
 
-def wait_until_idle(page) -> None:
-    """Until Streamlit's "running" indicator is gone: the script run for this upload has ended."""
-    page.wait_for_function(
-        "() => !document.querySelector(\"[data-testid='stStatusWidgetRunningIcon'],"
-        " [data-testid='stStatusWidgetRunningManIcon']\")", timeout=STEP_MS)
-    page.wait_for_timeout(300)
-
-
 def batch_page_lists_every_file(page, photos: list[Path], folder: Path) -> None:
     """Some of the same images, a photo of two people and a file that is not a picture, on the Batch
     page (the README's screenshot: FACEXPR_UPDATE_SCREENSHOTS=1)."""
@@ -101,9 +95,8 @@ def batch_page_lists_every_file(page, photos: list[Path], folder: Path) -> None:
     Image.fromarray(np.concatenate([gray, gray[:, ::-1]], axis=1)).save(pair)
     junk = folder / "notes.png"
     junk.write_text("not a picture")
-    page.locator("[data-testid='stSidebarNav']").get_by_role("link", name="Batch").click()
+    go(page, "Batch")
     main = _main(page)
-    main.locator("h1", has_text="Batch").wait_for(timeout=STEP_MS)
     uploader = page.locator("[data-testid='stFileUploader'] input[type='file'][multiple]")
     uploader.wait_for(state="attached", timeout=STEP_MS)
     uploader.set_input_files([str(photos[0]), str(pair), *map(str, photos[1:5]), str(junk)])

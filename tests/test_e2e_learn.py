@@ -34,9 +34,10 @@ from tests.test_e2e_browser import (  # noqa: F401
     app_server,
     browser,
     browser_page,
+    go,
     screenshot_whole_page,
+    wait_until_idle,
 )
-from tests.test_e2e_chooser import wait_until_idle
 from tests.test_page_learn import FAST
 from tests.test_retrain import add_corrections, checkerboard, registered
 from tests.test_review import answer
@@ -63,23 +64,6 @@ def photo_answer(sha: str, expression: str, confidence: float, mirrored: bool) -
     _, boxes, crops = find_crops(gray, "detect")
     made = answer(sha, expression, confidence, model="tiny-served")
     return replace(made, gray=gray, faces=[replace(made.faces[0], box=boxes[0], crop=crops[0])])
-
-
-def go(page, name: str) -> None:
-    """Open the page NAME from the sidebar and wait until its title shows (every page's title starts
-    with its name). CI once waited 30 s for the Learn page's text after a click made while the first
-    run was still loading the model; a page that has not come is clicked again."""
-    link = page.locator("[data-testid='stSidebarNav']").get_by_role("link", name=name)
-    title = _main(page).locator("h1", has_text=re.compile("^" + re.escape(name)))
-    for _ in range(2):
-        link.click()
-        try:
-            title.wait_for(timeout=STEP_MS)
-            return
-        except PlaywrightTimeout:
-            wait_until_idle(page)
-    link.click()
-    title.wait_for(timeout=STEP_MS)
 
 
 def test_review_retrain_promote_rollback(browser, tmp_path, tiny_model_path):  # noqa: F811

@@ -27,6 +27,7 @@ from tests.test_e2e_browser import (  # noqa: F401  (browser is a fixture)
     browser,
     browser_page,
     correct_answer,
+    go,
     metric,
 )
 
@@ -44,7 +45,7 @@ def upload(page, url: str, photo) -> str:
 
 
 def open_model_health(page) -> None:
-    page.locator("[data-testid='stSidebarNav']").get_by_role("link", name="Model health").click()
+    go(page, "Model health")
     page.locator(".st-key-health_window").wait_for(timeout=STEP_MS)
 
 

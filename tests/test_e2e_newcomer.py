@@ -15,6 +15,7 @@ from tests.test_e2e_browser import (  # noqa: F401 (browser is a fixture)
     app_server,
     browser,
     browser_page,
+    go,
     upload_and_read_answer,
 )
 
@@ -54,10 +55,9 @@ def test_deep_link_svg_and_phone_sidebar(browser, tmp_path, tiny_model_path):  #
             # 2. A drawing is let through the uploader and refused on the page, with the reason.
             svg = tmp_path / "face.svg"
             svg.write_bytes(SVG)
-            page.locator("[data-testid='stSidebarNav']").get_by_role("link", name="Classify").click()
-            # Wait for Classify's own title: Batch shows the same upload limits, so waiting on them
+            # go() waits for Classify's own title: Batch shows the same upload limits, so waiting on them
             # could hand the drawing to Batch's uploader while the page is still changing (seen on CI).
-            _main(page).locator("h1", has_text="Classify a headshot").wait_for(timeout=STEP_MS)
+            go(page, "Classify")
             single = "[data-testid='stFileUploader'] input[type='file']:not([multiple])"
             uploader = _main(page).locator(single)
             uploader.wait_for(state="attached", timeout=STEP_MS)
@@ -83,11 +83,8 @@ def test_the_answer_is_still_there_after_another_page(browser, tmp_path, tiny_mo
     env = {"FACEXPR_DATA_DIR": str(tmp_path / "data"), "FACEXPR_MODEL": str(tiny_model_path)}
     with app_server(tmp_path, env) as url, browser_page(browser, tmp_path) as page:
         expression = upload_and_read_answer(page, url)
-        nav = page.locator("[data-testid='stSidebarNav']")
-        nav.get_by_role("link", name="Batch").click()
-        _main(page).locator("h1", has_text="Batch").wait_for(timeout=STEP_MS)
-        nav.get_by_role("link", name="Classify").click()
-        _main(page).locator("h1", has_text="Classify a headshot").wait_for(timeout=STEP_MS)
+        go(page, "Batch")
+        go(page, "Classify")
         headline = _main(page).locator("h3").first
         headline.wait_for(timeout=STEP_MS)
         assert headline.inner_text().strip().lower() == expression  # the same photo's answer
